@@ -1,0 +1,25 @@
+"""fairseq-magic: weight-sharing NAS for BERT/RoBERTa encoders, as a fairseq plugin.
+
+    fairseq-train --user-dir fairseq_magic --task magic_masked_lm \\
+        --criterion magic_mlm --arch magic_supernet_tiny ...
+
+fairseq imports ``models/`` and ``tasks/`` of a user dir itself; everything is
+imported here with relative imports so that nothing registers twice.
+"""
+
+from .errors import MagicError, install_excepthook
+from .space import SearchSpace, SpaceError, load_child, save_child
+
+install_excepthook()
+
+try:  # the plain-data parts (space, samplers) work without fairseq
+    import fairseq  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+else:
+    from .compat import patch_checkpoint_loading
+
+    patch_checkpoint_loading()
+    from . import criterions, models, tasks  # noqa: F401,E402
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+from .magic_mlm import MagicMLMCriterion  # noqa: F401

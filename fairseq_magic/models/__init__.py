@@ -1,0 +1,1 @@
+from .supernet import MagicSupernetModel  # noqa: F401

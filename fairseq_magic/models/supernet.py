@@ -1,0 +1,302 @@
+"""The weight-sharing super-net, as a fairseq RoBERTa model.
+
+``MagicSupernetModel`` subclasses ``RobertaModel`` and swaps in its parts by
+overriding fairseq's factory methods (as ``examples/linformer`` does), so
+classification heads, ``register_classification_head``, the hub interface and
+fairseq's masked-LM and sentence-prediction recipes keep working:
+
+    RobertaEncoder.build_encoder      -> SupernetTransformerEncoder
+      TransformerEncoder.build_encoder_layer -> SupernetLayer (all candidates)
+    RobertaEncoder.build_embedding    -> FactorizedEmbedding (ALBERT style)
+    RobertaEncoder.build_lm_head      -> FactorizedLMHead
+
+A forward runs the child chosen with :meth:`MagicSupernetModel.set_child`;
+``model(tokens, return_all_hiddens=True)`` also returns every layer's output
+H_n in ``extra["inner_states"]`` (fairseq's own mechanism, ``(T, B, C)`` each,
+the embedding output first).
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Sequence, Union
+
+import torch.nn as nn
+from fairseq import utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.roberta.model import (
+    RobertaEncoder,
+    RobertaLMHead,
+    RobertaModel,
+    base_architecture as roberta_base_architecture,
+)
+from fairseq.models.transformer import TransformerEncoder
+from fairseq.modules.transformer_sentence_encoder import init_bert_params
+from fairseq.utils import safe_getattr, safe_hasattr
+from omegaconf import II, OmegaConf
+
+from ..errors import MagicError
+from ..modules import SupernetLayer
+from ..space import Child, SearchSpace, SpaceError, load_child
+
+ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
+
+
+@dataclass
+class MagicSupernetConfig(FairseqDataclass):
+    supernet_layers: int = field(
+        default=26, metadata={"help": "number of super-net layers; each layer runs one operator"}
+    )
+    candidate_ops: str = field(
+        default="MHA12,FFN,CONV3,CONV5",
+        metadata={"help": "candidate operators of every layer: MHA<heads>, FFN, FFN<inner>, CONV<kernel>"},
+    )
+    encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size"})
+    encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "inner size of a bare FFN"})
+    attention_qkv_dim: int = field(
+        default=0, metadata={"help": "Q/K/V width of every MHA (0: the hidden size)"}
+    )
+    embed_factor_dim: int = field(
+        default=512,
+        metadata={"help": "factorised token-embedding width, projected to the hidden size (0: no factorisation)"},
+    )
+    child_arch: str = field(
+        default="",
+        metadata={"help": "child to run when no sampler chooses one (inference, hub): an architecture string or JSON file"},
+    )
+    dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
+    pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
+    pooler_dropout: float = field(default=0.0, metadata={"help": "classification head dropout"})
+    max_positions: int = II("task.tokens_per_sample")
+    untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
+    spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
+
+
+def space_from_args(args) -> SearchSpace:
+    """The search space a model config describes."""
+    return SearchSpace.build(
+        num_layers=int(args.supernet_layers),
+        candidate_ops=str(args.candidate_ops),
+        hidden_dim=int(args.encoder_embed_dim),
+        ffn_dim=int(args.encoder_ffn_embed_dim),
+        qkv_dim=int(safe_getattr(args, "attention_qkv_dim", 0) or 0),
+        embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0),
+    )
+
+
+def resolve_child(arch: Union[str, Sequence[int]], space: SearchSpace) -> Child:
+    """An architecture string, a JSON architecture file, or candidate indices."""
+    if isinstance(arch, str):
+        if arch.strip().endswith(".json"):
+            return load_child(arch.strip(), space)[1]
+        return space.parse(arch)
+    return space.validate(arch)
+
+
+class FactorizedEmbedding(nn.Module):
+    """ALBERT-style token embedding: a (V, E) table times an (E, H) projection."""
+
+    def __init__(self, num_embeddings: int, factor_dim: int, embedding_dim: int, padding_idx: int):
+        super().__init__()
+        self.table = nn.Embedding(num_embeddings, factor_dim, padding_idx)
+        self.proj = nn.Linear(factor_dim, embedding_dim, bias=False)
+        self.embedding_dim = embedding_dim
+        self.padding_idx = padding_idx
+
+    @property
+    def weight(self):  # tied to the LM head's output projection, (V, E)
+        return self.table.weight
+
+    def forward(self, tokens):
+        return self.proj(self.table(tokens))
+
+
+class FactorizedLMHead(RobertaLMHead):
+    """RoBERTa's LM head whose dense layer maps H -> E, to meet a (V, E) tied table."""
+
+    def __init__(self, embed_dim: int, factor_dim: int, output_dim: int, activation_fn: str, weight=None):
+        super().__init__(factor_dim, output_dim, activation_fn, weight)
+        self.dense = nn.Linear(embed_dim, factor_dim)
+
+
+class SupernetTransformerEncoder(TransformerEncoder):
+    """fairseq's TransformerEncoder whose layers are super-net layers."""
+
+    def __init__(self, args, dictionary, embed_tokens, space: SearchSpace):
+        self.space = space  # read by build_encoder_layer during super().__init__
+        super().__init__(args, dictionary, embed_tokens)
+
+    def build_encoder_layer(self, args):
+        return SupernetLayer(self.space, args)
+
+
+class SupernetEncoder(RobertaEncoder):
+    def __init__(self, args, dictionary, space: SearchSpace):
+        self.space = space  # read by the build_* factories during super().__init__
+        super().__init__(args, dictionary)
+
+    @property
+    def factorised(self) -> bool:
+        return self.space.embed_dim != self.space.hidden_dim
+
+    def build_embedding(self, vocab_size, embedding_dim, padding_idx):
+        if not self.factorised:
+            return super().build_embedding(vocab_size, embedding_dim, padding_idx)
+        return FactorizedEmbedding(vocab_size, self.space.embed_dim, embedding_dim, padding_idx)
+
+    def build_encoder(self, args, dictionary, embed_tokens):
+        encoder = SupernetTransformerEncoder(args, dictionary, embed_tokens, self.space)
+        encoder.apply(init_bert_params)
+        return encoder
+
+    def build_lm_head(self, embed_dim, output_dim, activation_fn, weight):
+        if not self.factorised:
+            return super().build_lm_head(embed_dim, output_dim, activation_fn, weight)
+        return FactorizedLMHead(embed_dim, self.space.embed_dim, output_dim, activation_fn, weight)
+
+
+@register_model("magic_supernet", dataclass=MagicSupernetConfig)
+class MagicSupernetModel(RobertaModel):
+    """Chain-styled super-net: each layer chooses one of the candidate operators."""
+
+    @classmethod
+    def add_args(cls, parser):
+        # RobertaModel.add_args is argparse-only; take ours from the dataclass,
+        # without defaults so that named architectures can fill them.
+        gen_parser_from_dataclass(parser, MagicSupernetConfig(), delete_default=True)
+
+    @classmethod
+    def build_model(cls, args, task):
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, False)
+        magic_supernet_base(args)
+        space = space_from_args(args)
+        args.encoder_layers = space.num_layers
+        if not safe_hasattr(args, "max_positions") or args.max_positions is None:
+            args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
+        encoder = SupernetEncoder(args, task.source_dictionary, space)
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, True)
+        model = cls(args, encoder)
+        if safe_getattr(args, "child_arch", ""):
+            model.set_child(args.child_arch)
+        return model
+
+    # ------------------------------------------------------------ children
+    @property
+    def space(self) -> SearchSpace:
+        return self.encoder.space
+
+    @property
+    def layers(self) -> List[SupernetLayer]:
+        return list(self.encoder.sentence_encoder.layers)
+
+    @property
+    def child(self) -> Optional[Child]:
+        active = [layer.active for layer in self.layers]
+        return None if any(a is None for a in active) else tuple(active)
+
+    def set_child(self, arch: Union[str, Sequence[int]]) -> Child:
+        """Choose the child every following forward runs; returns its indices."""
+        child = resolve_child(arch, self.space)
+        for layer, choice in zip(self.layers, child):
+            layer.active = choice
+        return child
+
+    @contextmanager
+    def child_context(self, arch) -> Iterator[Child]:
+        """Run a different child inside a ``with`` block, then restore the previous one."""
+        previous = self.child
+        child = self.set_child(arch)
+        try:
+            yield child
+        finally:
+            for layer, choice in zip(self.layers, previous or [None] * len(self.layers)):
+                layer.active = choice
+
+    def operator_parameters(self, layer: int, candidate: int):
+        return self.layers[layer].candidates[candidate].parameters()
+
+    def inactive_parameters(self) -> List[nn.Parameter]:
+        """Parameters of every candidate the current child does not use."""
+        child = self.child
+        if child is None:
+            raise MagicError("no child selected")
+        return [
+            p
+            for layer, choice in zip(self.layers, child)
+            for i, candidate in enumerate(layer.candidates)
+            if i != choice
+            for p in candidate.parameters()
+        ]
+
+
+def _set_defaults(args, **defaults):
+    for name, value in defaults.items():
+        setattr(args, name, safe_getattr(args, name, value))
+
+
+# ``--arch magic_supernet`` itself is registered by register_model (dataclass
+# defaults, which are these); build_model applies this function as well.
+def magic_supernet_base(args):
+    _set_defaults(
+        args,
+        supernet_layers=26,
+        candidate_ops="MHA12,FFN,CONV3,CONV5",
+        encoder_embed_dim=768,
+        encoder_ffn_embed_dim=3072,
+        attention_qkv_dim=0,
+        embed_factor_dim=512,
+        child_arch="",
+    )
+    roberta_base_architecture(args)
+
+
+@register_model_architecture("magic_supernet", "magic_supernet_base")
+def magic_supernet_base_architecture(args):
+    magic_supernet_base(args)
+
+
+@register_model_architecture("magic_supernet", "magic_supernet_compress")
+def magic_supernet_compress(args):
+    # Hidden 512 (the paper's compression space). 512 is not divisible by 12
+    # heads, so attention keeps BERT's head width of 64: 8 heads.
+    _set_defaults(
+        args,
+        encoder_embed_dim=512,
+        encoder_ffn_embed_dim=2048,
+        candidate_ops="MHA8,FFN,CONV3,CONV5",
+        embed_factor_dim=0,
+    )
+    magic_supernet_base(args)
+
+
+@register_model_architecture("magic_supernet", "magic_supernet_analysis")
+def magic_supernet_analysis(args):
+    # Table 6: every operator ~1.18M parameters at hidden 768.
+    _set_defaults(
+        args,
+        supernet_layers=12,
+        candidate_ops="MHA6,MHA8,FFN,FFN832,CONV3,CONV5",
+        encoder_ffn_embed_dim=768,
+        attention_qkv_dim=384,
+    )
+    magic_supernet_base(args)
+
+
+@register_model_architecture("magic_supernet", "magic_supernet_tiny")
+def magic_supernet_tiny(args):
+    # Small enough to train on two CPU cores in minutes.
+    _set_defaults(
+        args,
+        supernet_layers=8,
+        candidate_ops="MHA4,FFN,CONV3,CONV5",
+        encoder_embed_dim=128,
+        encoder_ffn_embed_dim=512,
+        embed_factor_dim=0,
+    )
+    magic_supernet_base(args)

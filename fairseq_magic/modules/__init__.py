@@ -1,0 +1,1 @@
+from .operators import SupernetLayer, build_sublayer  # noqa: F401

@@ -1,0 +1,292 @@
+"""The search space, as plain data (no torch): every other part reads it.
+
+A super-net has ``num_layers`` layers; each layer holds every candidate
+operator, and a *child* picks one candidate per layer.  A child is written as
+one operator name per layer, ``MHA12,FFN,CONV3,...``, and held in code as a
+tuple of candidate indices, which is what samplers produce and models consume.
+
+Operator names carry their size:
+
+* ``MHA<h>``  multi-head self-attention with ``h`` heads over a Q/K/V width of
+  ``qkv_dim`` (the hidden size unless the space says otherwise);
+* ``FFN``     feed-forward network with the space's default inner size,
+  ``FFN<d>`` with inner size ``d``;
+* ``CONV<k>`` separable convolution over the sequence with kernel ``k``.
+
+Parameter and FLOP counts follow the modules in ``modules/operators.py``
+exactly (a test checks them against the built model), so that limits used in
+search are honest.
+"""
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+from .errors import MagicError
+
+KINDS = ("MHA", "FFN", "CONV")
+_OP_RE = re.compile(r"^(MHA|FFN|CONV)(\d*)$")
+_OP_SYNTAX = "MHA<heads>, FFN, FFN<inner size> or CONV<kernel>"
+
+Child = Tuple[int, ...]  # one candidate index per layer
+
+
+class SpaceError(MagicError, ValueError):
+    """A search space or architecture description that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One candidate: its kind and size (heads, inner size or kernel)."""
+
+    kind: str
+    size: int
+    written_default: bool = False  # a bare "FFN": printed without its size
+
+    @property
+    def name(self) -> str:
+        if self.written_default:
+            return self.kind
+        return f"{self.kind}{self.size}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_operator(token: str, default_ffn_dim: int) -> Operator:
+    """Parse one operator name; raise SpaceError naming the problem."""
+    text = token.strip()
+    match = _OP_RE.match(text)
+    if not match:
+        raise SpaceError(f"unknown operator '{text}' (expected {_OP_SYNTAX})")
+    kind, digits = match.groups()
+    if not digits:
+        if kind != "FFN":
+            raise SpaceError(f"operator '{text}' needs a size ({kind}<n>)")
+        return Operator("FFN", default_ffn_dim, written_default=True)
+    size = int(digits)
+    if size < 1:
+        raise SpaceError(f"operator '{text}' has size 0")
+    if kind == "CONV" and size % 2 == 0:
+        raise SpaceError(f"operator '{text}': the convolution kernel must be odd")
+    return Operator(kind, size)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Layers, candidates and the dimensions every operator shares."""
+
+    num_layers: int
+    candidates: Tuple[Operator, ...]
+    hidden_dim: int
+    ffn_dim: int
+    qkv_dim: int
+    embed_dim: int  # factorised embedding width; == hidden_dim when not factorised
+
+    @classmethod
+    def build(
+        cls,
+        num_layers: int,
+        candidate_ops: str,
+        hidden_dim: int,
+        ffn_dim: int,
+        qkv_dim: int = 0,
+        embed_dim: int = 0,
+    ) -> "SearchSpace":
+        """Build from command-line style values; ``0`` means "the hidden size"."""
+        if num_layers < 1:
+            raise SpaceError(f"a super-net needs at least one layer, got {num_layers}")
+        if hidden_dim < 1 or ffn_dim < 1:
+            raise SpaceError("hidden and FFN sizes must be positive")
+        tokens = [t for t in (candidate_ops or "").split(",")]
+        if not candidate_ops or not candidate_ops.strip() or any(not t.strip() for t in tokens):
+            raise SpaceError(f"empty candidate operator in '{candidate_ops}'")
+        ops = tuple(parse_operator(t, ffn_dim) for t in tokens)
+        seen = {}
+        for op in ops:
+            key = (op.kind, op.size)
+            if key in seen:
+                raise SpaceError(f"candidate '{op}' is listed twice (as '{seen[key]}')")
+            seen[key] = op.name
+        space = cls(
+            num_layers=num_layers,
+            candidates=ops,
+            hidden_dim=hidden_dim,
+            ffn_dim=ffn_dim,
+            qkv_dim=qkv_dim or hidden_dim,
+            embed_dim=embed_dim or hidden_dim,
+        )
+        for op in ops:
+            if op.kind == "MHA" and space.qkv_dim % op.size:
+                raise SpaceError(
+                    f"'{op}': {op.size} heads do not divide the Q/K/V width {space.qkv_dim}"
+                )
+        return space
+
+    # ------------------------------------------------------------------ children
+    @property
+    def num_candidates(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def num_children(self) -> int:
+        return self.num_candidates ** self.num_layers
+
+    @property
+    def candidate_names(self) -> Tuple[str, ...]:
+        return tuple(op.name for op in self.candidates)
+
+    def parse(self, arch: str) -> Child:
+        """``"MHA12,FFN,..."`` -> candidate indices, or SpaceError naming the problem."""
+        if arch is None or not str(arch).strip():
+            raise SpaceError("empty architecture string")
+        tokens = str(arch).split(",")
+        if len(tokens) != self.num_layers:
+            raise SpaceError(
+                f"architecture has {len(tokens)} layers, the space has {self.num_layers}"
+            )
+        index = {(op.kind, op.size): i for i, op in enumerate(self.candidates)}
+        child = []
+        for layer, token in enumerate(tokens):
+            if not token.strip():
+                raise SpaceError(f"empty operator at layer {layer}")
+            try:
+                op = parse_operator(token, self.ffn_dim)
+            except SpaceError as err:
+                raise SpaceError(f"layer {layer}: {err}") from None
+            if (op.kind, op.size) not in index:
+                raise SpaceError(
+                    f"layer {layer}: operator '{token.strip()}' is not a candidate of this "
+                    f"space (candidates: {', '.join(self.candidate_names)})"
+                )
+            child.append(index[(op.kind, op.size)])
+        return tuple(child)
+
+    def validate(self, child: Sequence[int]) -> Child:
+        """Check a child given as indices; return it as a tuple."""
+        child = tuple(int(c) for c in child)
+        if len(child) != self.num_layers:
+            raise SpaceError(f"architecture has {len(child)} layers, the space has {self.num_layers}")
+        for layer, c in enumerate(child):
+            if not 0 <= c < self.num_candidates:
+                raise SpaceError(f"layer {layer}: candidate index {c} out of range")
+        return child
+
+    def format(self, child: Sequence[int]) -> str:
+        return ",".join(self.candidates[c].name for c in self.validate(child))
+
+    # ------------------------------------------------------------------ sizes
+    def operator_params(self, op: Operator) -> int:
+        """Parameters of one sub-layer: the operator plus its LayerNorm."""
+        h, q = self.hidden_dim, self.qkv_dim
+        layer_norm = 2 * h
+        if op.kind == "MHA":
+            body = 3 * (h * q + q) + (q * h + h)
+        elif op.kind == "FFN":
+            body = (h * op.size + op.size) + (op.size * h + h)
+        else:  # CONV: pointwise in, depthwise k, pointwise out
+            body = (h * h + h) + (op.size * h + h) + (h * h + h)
+        return body + layer_norm
+
+    def operator_flops(self, op: Operator, seq_len: int) -> int:
+        """Forward FLOPs (2 per multiply-add) of one operator over ``seq_len`` tokens."""
+        h, q, n = self.hidden_dim, self.qkv_dim, seq_len
+        if op.kind == "MHA":
+            return 2 * n * h * 3 * q + 2 * 2 * n * n * q + 2 * n * q * h
+        if op.kind == "FFN":
+            return 2 * 2 * n * h * op.size
+        return 2 * 2 * n * h * h + 2 * n * op.size * h
+
+    def layer_params(self, child: Sequence[int]) -> int:
+        """Parameters of a child's layers (what differs between children)."""
+        return sum(self.operator_params(self.candidates[c]) for c in self.validate(child))
+
+    def embedding_params(self, vocab_size: int, max_positions: int) -> int:
+        """Parameters every child shares: embeddings and the masked-LM head.
+
+        Mirrors fairseq's RoBERTa layout (learned positions with the padding
+        offset, embedding LayerNorm, tied output projection with its bias),
+        with the ALBERT-style factorisation when ``embed_dim < hidden_dim``.
+        """
+        h, e, v = self.hidden_dim, self.embed_dim, vocab_size
+        table = v * e + (e * h if e != h else 0)
+        positions = (max_positions + 2) * h  # padding_idx + 1 offset rows
+        emb_norm = 2 * h
+        lm_head = (h * e + e) + 2 * e + v  # dense, LayerNorm, output bias
+        return table + positions + emb_norm + lm_head
+
+    def params(self, child: Sequence[int], vocab_size: int = 0, max_positions: int = 0) -> int:
+        """Total parameters of a child; embeddings are counted when ``vocab_size`` is given."""
+        total = self.layer_params(child)
+        if vocab_size:
+            total += self.embedding_params(vocab_size, max_positions)
+        return total
+
+    def flops(self, child: Sequence[int], seq_len: int = 128) -> int:
+        """Forward FLOPs of a child's layers for one sequence of ``seq_len`` tokens."""
+        return sum(self.operator_flops(self.candidates[c], seq_len) for c in self.validate(child))
+
+    def supernet_params(self) -> int:
+        """Parameters of all layers of the super-net (every candidate of every layer)."""
+        return self.num_layers * sum(self.operator_params(op) for op in self.candidates)
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> Dict:
+        d = asdict(self)
+        d["candidates"] = list(self.candidate_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "SearchSpace":
+        try:
+            return cls.build(
+                num_layers=int(d["num_layers"]),
+                candidate_ops=",".join(d["candidates"]),
+                hidden_dim=int(d["hidden_dim"]),
+                ffn_dim=int(d["ffn_dim"]),
+                qkv_dim=int(d.get("qkv_dim", 0)),
+                embed_dim=int(d.get("embed_dim", 0)),
+            )
+        except (KeyError, TypeError) as err:
+            raise SpaceError(f"malformed search space description: {err}") from None
+
+    def describe(self) -> str:
+        return (
+            f"{self.num_layers} layers x {{{', '.join(self.candidate_names)}}}, "
+            f"hidden {self.hidden_dim}, {self.num_children:.3g} children"
+        )
+
+
+def save_child(path: str, space: SearchSpace, child: Sequence[int], **extra) -> None:
+    """Write a child and the space it belongs to as JSON."""
+    record = {"arch": space.format(child), "space": space.to_dict()}
+    record.update(extra)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+
+
+def load_child(path: str, space: Optional[SearchSpace] = None) -> Tuple[SearchSpace, Child]:
+    """Read an architecture file; check it against ``space`` when one is given."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        raise SpaceError(f"architecture file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise SpaceError(f"architecture file {path} is not valid JSON: {err}") from None
+    if not isinstance(record, dict) or "arch" not in record or "space" not in record:
+        raise SpaceError(f"architecture file {path} needs 'arch' and 'space' entries")
+    file_space = SearchSpace.from_dict(record["space"])
+    if space is not None and file_space != space:
+        raise SpaceError(
+            f"architecture file {path} belongs to another space "
+            f"({file_space.describe()}; expected {space.describe()})"
+        )
+    return file_space, file_space.parse(record["arch"])
+
+
+def hamming(a: Iterable[int], b: Iterable[int]) -> int:
+    """Number of layers in which two children differ."""
+    return sum(x != y for x, y in zip(a, b))

@@ -1,0 +1,1 @@
+from .magic_masked_lm import MagicMaskedLMTask  # noqa: F401
