@@ -126,6 +126,9 @@ class SupernetLayer(nn.Module):
         self.candidates = nn.ModuleList(build_sublayer(op, space, cfg) for op in space.candidates)
         self.active: Optional[int] = None
 
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Called by fairseq's encoder on load; this layout has had no older format."""
+
     def forward(self, x: Tensor, encoder_padding_mask: Optional[Tensor] = None, attn_mask=None) -> Tensor:
         if self.active is None:
             raise MagicError(

@@ -13,7 +13,9 @@ every rank trains the same child without communication, and a resumed run
 samples exactly what the uninterrupted run would have.
 """
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -40,6 +42,11 @@ class MagicMaskedLMConfig(MaskedLMConfig):
         default=4,
         metadata={"help": "number of fixed, seeded children whose loss validation reports"},
     )
+    child_log: str = field(
+        default="",
+        metadata={"help": "append one JSON line per training forward (update, child, rank) to this file; "
+                  "ranks other than 0 write FILE.rank<r>"},
+    )
 
 
 def unwrap(model) -> MagicSupernetModel:
@@ -56,6 +63,13 @@ def unwrap(model) -> MagicSupernetModel:
 @register_task("magic_masked_lm", dataclass=MagicMaskedLMConfig)
 class MagicMaskedLMTask(MaskedLMTask):
     cfg: MagicMaskedLMConfig
+
+    @classmethod
+    def setup_task(cls, cfg: MagicMaskedLMConfig, **kwargs):
+        first = (cfg.data or "").split(os.pathsep)[0]
+        if not os.path.isfile(os.path.join(first, "dict.txt")):
+            raise MagicError(f"no dict.txt in data directory '{first}' (expected fairseq-preprocess output)")
+        return super().setup_task(cfg, **kwargs)
 
     def __init__(self, cfg: MagicMaskedLMConfig, dictionary=None):
         super().__init__(cfg, dictionary)
@@ -87,12 +101,20 @@ class MagicMaskedLMTask(MaskedLMTask):
         return self._current[1]
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        unwrap(model).set_child(self.child_for_update(update_num))
+        child = unwrap(model).set_child(self.child_for_update(update_num))
+        if self.cfg.child_log:
+            self._log_child(update_num, child)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def optimizer_step(self, optimizer, model, update_num):
         with hidden_from_optimizer(optimizer, unwrap(model).inactive_parameters()):
             super().optimizer_step(optimizer, model, update_num)
+
+    def _log_child(self, update_num: int, child: Child) -> None:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        path = self.cfg.child_log if rank == 0 else f"{self.cfg.child_log}.rank{rank}"
+        with open(path, "a") as f:
+            f.write(json.dumps({"update": update_num, "child": self.space.format(child), "rank": rank}) + "\n")
 
     # ------------------------------------------------------------ validation
     def valid_step(self, sample, model, criterion):

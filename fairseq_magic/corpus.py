@@ -1,0 +1,124 @@
+"""The embedded default corpus: English prose from installed packages' docstrings.
+
+Nothing third-party is committed: the corpus is assembled at set-up time from
+the docstrings of whatever Python packages are installed (torch, numpy, scipy,
+fairseq, the standard library...), one paragraph per line, de-duplicated,
+shuffled with a seed and split into train/valid/test.  ``--corpus PATH`` (plain
+text, one paragraph or sentence per line) replaces it with the user's own.
+"""
+
+import ast
+import hashlib
+import logging
+import os
+import random
+import re
+import sys
+import sysconfig
+import warnings
+from typing import Iterable, Iterator, List, Sequence
+
+logger = logging.getLogger(__name__)
+
+_WS = re.compile(r"\s+")
+_CODEY = re.compile(r"(>>>|\.\.\. |::|=|\{|\}|\[|\]|<|>|\\|\||`|@|#|\$|_\w)")
+
+
+def _docstrings(path: str) -> Iterator[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError, RecursionError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                yield doc
+
+
+def prose_paragraphs(doc: str) -> Iterator[str]:
+    """Paragraphs of a docstring that read as English prose, not code or tables."""
+    for block in re.split(r"\n\s*\n", doc):
+        lines = block.strip().splitlines()
+        if not lines or any(line.startswith((" ", "\t", "-", "*", ":", ">>>")) for line in lines[1:]):
+            continue  # indented blocks are examples, parameter lists or tables
+        text = _WS.sub(" ", block).strip()
+        words = text.split(" ")
+        if len(words) < 8 or len(text) > 2000:
+            continue
+        if _CODEY.search(text) or not text[0].isupper() or text[-1] not in ".!?":
+            continue
+        letters = sum(c.isalpha() or c == " " for c in text)
+        if letters / len(text) < 0.9:
+            continue
+        yield text
+
+
+def package_roots() -> List[str]:
+    """Where installed Python code lives: the standard library and site-packages."""
+    roots = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    roots.update(p for p in sys.path if p.endswith("site-packages"))
+    return sorted(r for r in roots if os.path.isdir(r))
+
+
+def collect(roots: Sequence[str], max_bytes: int) -> List[str]:
+    seen, paragraphs, size = set(), [], 0
+    files = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in ("test", "tests", "__pycache__"))
+            files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in files:
+            for doc in _docstrings(path):
+                for text in prose_paragraphs(doc):
+                    key = hashlib.md5(text.lower().encode()).digest()
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    paragraphs.append(text)
+                    size += len(text) + 1
+            if size >= max_bytes:
+                return paragraphs
+    return paragraphs
+
+
+def read_lines(path: str) -> List[str]:
+    if not os.path.isfile(path):
+        from .errors import MagicError
+
+        raise MagicError(f"corpus file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        return [_WS.sub(" ", line).strip() for line in f if line.strip()]
+
+
+def write_splits(paragraphs: Iterable[str], out_dir: str, seed: int = 1, held_out: float = 0.02) -> dict:
+    """Shuffle and write train/valid/test.txt; returns the line count of each."""
+    lines = list(paragraphs)
+    if len(lines) < 10:
+        from .errors import MagicError
+
+        raise MagicError(f"corpus too small: {len(lines)} lines (need at least 10)")
+    random.Random(seed).shuffle(lines)
+    n_held = max(1, int(len(lines) * held_out))
+    splits = {"valid": lines[:n_held], "test": lines[n_held : 2 * n_held], "train": lines[2 * n_held :]}
+    os.makedirs(out_dir, exist_ok=True)
+    for name, part in splits.items():
+        with open(os.path.join(out_dir, f"{name}.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(part) + "\n")
+    return {name: len(part) for name, part in splits.items()}
+
+
+def build(out_dir: str, corpus: str = "", max_mb: float = 4.0, seed: int = 1) -> dict:
+    if corpus:
+        paragraphs = read_lines(corpus)
+        source = corpus
+    else:
+        roots = package_roots()
+        paragraphs = collect(roots, int(max_mb * 1e6))
+        source = f"docstrings under {', '.join(roots)}"
+    counts = write_splits(paragraphs, out_dir, seed=seed)
+    logger.info(f"corpus from {source}: {counts} lines in {out_dir}")
+    return counts

@@ -1,0 +1,19 @@
+"""fairseq-magic: weight-sharing NAS for BERT/RoBERTa encoders, as a fairseq plugin.
+
+fairseq itself is not listed: on Python 3.11 it is ``fairseq-fixed`` built with
+``--no-deps --no-build-isolation`` (see scripts/install.sh), which pip cannot
+express as a requirement.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-magic",
+    version="0.1.0",
+    description="Weight-sharing NAS (SPOS, MAGIC-T/A/AT) for BERT encoders as a fairseq --user-dir plugin",
+    packages=find_packages(include=["fairseq_magic", "fairseq_magic.*"]),
+    python_requires=">=3.9",
+    install_requires=["numpy", "scipy", "sentencepiece"],
+    entry_points={"console_scripts": ["fairseq-magic = fairseq_magic.cli:main"]},
+    license="MIT",
+)

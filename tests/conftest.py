@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny generated data and helpers that run fairseq's real CLI."""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = str(ROOT / "fairseq_magic")
+
+# A super-net small enough that a fairseq-train run takes seconds on 2 cores.
+TINY = [
+    "--arch", "magic_supernet_tiny", "--supernet-layers", "6",
+    "--candidate-ops", "MHA2,FFN,CONV3,CONV5",
+    "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+    "--tokens-per-sample", "32", "--batch-size", "8",
+]
+COMMON = [
+    "--user-dir", PLUGIN, "--task", "magic_masked_lm", "--criterion", "magic_mlm",
+    "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "0.01", "--seed", "3",
+    "--cpu", "--num-workers", "0", "--log-format", "json", "--log-interval", "1",
+    "--no-progress-bar",
+]
+
+
+def synthetic_corpus(path: Path, lines: int, seed: int) -> None:
+    """Sentences from a small first-order Markov chain: learnable, generated here."""
+    rng = random.Random(seed)
+    words = [f"tok{i}" for i in range(60)]
+    successors = {w: rng.sample(words, 4) for w in words}
+    with open(path, "w") as f:
+        for _ in range(lines):
+            sentence = [rng.choice(words)]
+            for _ in range(rng.randint(6, 24)):
+                sentence.append(rng.choice(successors[sentence[-1]]))
+            f.write(" ".join(sentence) + "\n")
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("data")
+    synthetic_corpus(root / "train.txt", 600, seed=0)
+    synthetic_corpus(root / "valid.txt", 60, seed=1)
+    run([
+        sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+        "--trainpref", str(root / "train.txt"), "--validpref", str(root / "valid.txt"),
+        "--destdir", str(root / "bin"), "--workers", "1",
+    ])
+    return str(root / "bin")
+
+
+def run(cmd: List[str], check: bool = True, env: Dict[str, str] = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "fairseq_cli.train", data, *COMMON, *TINY, "--save-dir", save_dir, *extra]
+    return run(cmd, check=check)
+
+
+def train_log(proc: subprocess.CompletedProcess) -> List[dict]:
+    """The per-update training records fairseq logged (json log format)."""
+    records = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "| train_inner |" in line:
+            records.append(json.loads(line.split("| train_inner |", 1)[1]))
+    return records
+
+
+def read_child_log(path: str) -> List[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def load_state(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,92 @@
+"""The search space as plain data: parsing, errors, sizes, files."""
+
+import json
+
+import pytest
+
+from fairseq_magic.space import SearchSpace, SpaceError, hamming, load_child, save_child
+
+ANALYSIS = SearchSpace.build(12, "MHA6,MHA8,FFN,FFN832,CONV3,CONV5", hidden_dim=768, ffn_dim=768, qkv_dim=384)
+BASE = SearchSpace.build(26, "MHA12,FFN,CONV3,CONV5", hidden_dim=768, ffn_dim=3072, embed_dim=512)
+
+
+@pytest.mark.parametrize(
+    "name,paper",
+    [("MHA6", 1.18e6), ("MHA8", 1.18e6), ("FFN", 1.18e6), ("FFN832", 1.28e6), ("CONV3", 1.18e6), ("CONV5", 1.19e6)],
+)
+def test_table6_operator_parameters(name, paper):
+    op = ANALYSIS.candidates[ANALYSIS.candidate_names.index(name)]
+    assert abs(ANALYSIS.operator_params(op) - paper) / paper < 0.02
+
+
+def test_base_space_size_matches_paper():
+    assert BASE.num_children == 4**26
+    assert 4.4e15 < BASE.num_children < 4.6e15  # "about 4.5e15 child models"
+
+
+def test_parse_and_format_round_trip():
+    arch = ",".join(["MHA12", "FFN", "CONV3", "CONV5"] * 6 + ["FFN", "MHA12"])
+    child = BASE.parse(arch)
+    assert BASE.format(child) == arch
+    # a bare FFN and its explicit size are the same operator
+    assert BASE.parse(arch.replace("FFN", "FFN3072")) == child
+
+
+@pytest.mark.parametrize(
+    "arch,message",
+    [
+        ("", "empty architecture string"),
+        ("   ", "empty architecture string"),
+        ("MHA12,FFN", "architecture has 2 layers, the space has 26"),
+        (",".join(["MHA12"] * 25 + ["ATTN4"]), "unknown operator 'ATTN4'"),
+        (",".join(["MHA12"] * 25 + ["CONV7"]), "layer 25: operator 'CONV7' is not a candidate"),
+        (",".join(["MHA12"] * 25 + ["MHA"]), "operator 'MHA' needs a size"),
+        (",".join(["MHA12"] * 24 + ["", "FFN"]), "empty operator at layer 24"),
+    ],
+)
+def test_bad_architectures_name_the_problem(arch, message):
+    with pytest.raises(SpaceError, match=message):
+        BASE.parse(arch)
+
+
+@pytest.mark.parametrize(
+    "ops,message",
+    [
+        ("MHA5,FFN", "5 heads do not divide the Q/K/V width 768"),
+        ("MHA12,FFN,FFN3072", "listed twice"),
+        ("CONV4", "kernel must be odd"),
+        ("MHA12,,FFN", "empty candidate operator"),
+        ("XYZ", "unknown operator 'XYZ'"),
+    ],
+)
+def test_bad_spaces_name_the_problem(ops, message):
+    with pytest.raises(SpaceError, match=message):
+        SearchSpace.build(4, ops, hidden_dim=768, ffn_dim=3072)
+
+
+def test_flops_grow_with_sequence_length_quadratically_only_for_attention():
+    mha, ffn = BASE.candidates[0], BASE.candidates[1]
+    assert BASE.operator_flops(ffn, 256) == 2 * BASE.operator_flops(ffn, 128)
+    assert BASE.operator_flops(mha, 256) > 2 * BASE.operator_flops(mha, 128)
+    child = BASE.parse(",".join(["MHA12", "FFN"] * 13))
+    assert BASE.flops(child, 128) == 13 * (BASE.operator_flops(mha, 128) + BASE.operator_flops(ffn, 128))
+
+
+def test_child_file_round_trip_and_foreign_space(tmp_path):
+    child = ANALYSIS.parse("MHA6,MHA8,FFN,FFN832,CONV3,CONV5," * 1 + "MHA6,MHA6,MHA6,MHA6,MHA6,MHA6")
+    path = tmp_path / "child.json"
+    save_child(str(path), ANALYSIS, child)
+    assert json.loads(path.read_text())["arch"].startswith("MHA6,MHA8")
+    space, loaded = load_child(str(path), ANALYSIS)
+    assert space == ANALYSIS and loaded == child
+    with pytest.raises(SpaceError, match="belongs to another space"):
+        load_child(str(path), BASE)
+    with pytest.raises(SpaceError, match="not found"):
+        load_child(str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SpaceError, match="not valid JSON"):
+        load_child(str(tmp_path / "bad.json"))
+
+
+def test_hamming():
+    assert hamming((0, 1, 2), (0, 2, 2)) == 1
