@@ -2,11 +2,13 @@
 
 torch now loads with ``weights_only=True`` by default, which refuses fairseq
 checkpoints: they pickle the run's config (omegaconf containers, argparse
-namespaces) next to the weights.  fairseq's loaders (resume, ``--restore-file``,
-``fairseq-validate``, ``from_pretrained``) all go through
-``checkpoint_utils.load_checkpoint_to_cpu``; we wrap that one function so it
-loads the way fairseq was written for (a checkpoint is trusted input, as it
-always was before torch 2.6) and turns an unreadable file into one clear error.
+namespaces) next to the weights.  fairseq reads checkpoints in two places:
+``checkpoint_utils.load_checkpoint_to_cpu`` (resume, ``--restore-file``,
+``fairseq-validate``, ``from_pretrained``) and, in distributed training, the
+broadcast of the loaded state from rank 0 to the other ranks
+(``distributed.utils._broadcast_object_slow``).  Both are wrapped so that they
+unpickle the way fairseq was written for (a checkpoint is trusted input, as it
+always was before torch 2.6), and an unreadable file becomes one clear error.
 """
 
 import functools
@@ -15,40 +17,56 @@ import pickle
 
 import torch
 from fairseq import checkpoint_utils
+from fairseq.distributed import utils as distributed_utils
 
 from .errors import MagicError
 
+_UNREADABLE = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError)
 
-def _full_unpickling(load):
-    @functools.wraps(load)
+
+def _full_unpickling(fn):
+    """``fn`` with torch.load defaulting to weights_only=False while it runs."""
+    if getattr(fn, "_fairseq_magic", False):
+        return fn
+
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return load(*args, **kwargs)
+        plain_load = torch.load
 
+        def load(*a, **kw):
+            kw.setdefault("weights_only", False)
+            return plain_load(*a, **kw)
+
+        torch.load = load
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.load = plain_load
+
+    wrapper._fairseq_magic = True
     return wrapper
 
 
-def patch_checkpoint_loading() -> None:
-    original = checkpoint_utils.load_checkpoint_to_cpu
-    if getattr(original, "_fairseq_magic", False):
-        return
-
-    @functools.wraps(original)
-    def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
-        if not os.path.exists(path) and "://" not in str(path):
+def _checked(load_checkpoint_to_cpu):
+    @functools.wraps(load_checkpoint_to_cpu)
+    def wrapper(path, arg_overrides=None, load_on_all_ranks=False):
+        if "://" not in str(path) and not os.path.exists(path):
             raise MagicError(f"checkpoint not found: {path}")
-        plain_load = torch.load
-        torch.load = _full_unpickling(plain_load)
         try:
-            state = original(path, arg_overrides, load_on_all_ranks)
-        except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            state = load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
+        except _UNREADABLE as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise MagicError(f"cannot read checkpoint {path}: {first}") from err
-        finally:
-            torch.load = plain_load
         if not isinstance(state, dict) or "model" not in state:
             raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
         return state
 
-    load_checkpoint_to_cpu._fairseq_magic = True
-    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+    wrapper._fairseq_magic = True
+    return wrapper
+
+
+def patch_checkpoint_loading() -> None:
+    if getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_magic", False):
+        return
+    checkpoint_utils.load_checkpoint_to_cpu = _checked(_full_unpickling(checkpoint_utils.load_checkpoint_to_cpu))
+    distributed_utils._broadcast_object_slow = _full_unpickling(distributed_utils._broadcast_object_slow)

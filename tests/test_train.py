@@ -1,0 +1,172 @@
+"""SPOS training through the real fairseq-train on tiny generated data."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+import torch
+
+from conftest import COMMON, ROOT, TINY, fairseq_train, free_port, load_state, read_child_log, train_log
+from fairseq_magic.space import SearchSpace
+
+SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
+
+
+def operator_tensors(model_state, layer, candidate):
+    prefix = f"encoder.sentence_encoder.layers.{layer}.candidates.{candidate}."
+    return {k: v for k, v in model_state.items() if k.startswith(prefix)}
+
+
+def assert_only_sampled_operators_moved(before, after, sampled):
+    """Every (layer, candidate) not in ``sampled`` is bit-identical; the sampled ones moved."""
+    for layer in range(SPACE.num_layers):
+        for cand in range(SPACE.num_candidates):
+            a, b = operator_tensors(before, layer, cand), operator_tensors(after, layer, cand)
+            same = all(torch.equal(a[k], b[k]) for k in a)
+            assert same != ((layer, cand) in sampled), (layer, cand)
+
+
+def sampled_pairs(children):
+    return {(layer, c) for child in children for layer, c in enumerate(SPACE.parse(child))}
+
+
+def test_spos_trains_and_validates_each_child(data_bin, tmp_path):
+    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "20", "--valid-children", "3")
+    records = train_log(proc)
+    assert len(records) == 20
+    assert float(records[-1]["loss"]) < float(records[0]["loss"])
+    out = proc.stdout + proc.stderr
+    valid = json.loads([line for line in out.splitlines() if "| valid |" in line][-1].split("| valid |", 1)[1])
+    children = [float(valid[f"valid_child{i}_loss"]) for i in range(3)]
+    assert "valid_child3_loss" not in valid
+    assert abs(float(valid["valid_loss"]) - sum(children) / 3) < 0.002  # the mean of the children
+    assert os.path.exists(tmp_path / "checkpoint_last.pt")
+
+
+def test_same_child_on_every_micro_batch_of_an_update(data_bin, tmp_path):
+    log = str(tmp_path / "children.jsonl")
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "8", "--update-freq", "3", "--child-log", log)
+    by_update = defaultdict(list)
+    for rec in read_child_log(log):
+        by_update[rec["update"]].append(rec["child"])
+    assert sorted(by_update) == list(range(8))
+    assert all(len(children) == 3 and len(set(children)) == 1 for children in by_update.values())
+    assert len({children[0] for children in by_update.values()}) > 1  # SPOS resamples every update
+
+
+def test_resume_continues_exactly(data_bin, tmp_path):
+    """A run stopped at update 3 and resumed to 6 equals the uninterrupted run."""
+    full, split = tmp_path / "full", tmp_path / "split"
+    p_full = fairseq_train(data_bin, str(full), "--max-update", "6", "--child-log", str(full / "c.jsonl"))
+    fairseq_train(data_bin, str(split), "--max-update", "3", "--child-log", str(split / "c.jsonl"))
+    p_resumed = fairseq_train(data_bin, str(split), "--max-update", "6", "--child-log", str(split / "c.jsonl"))
+    assert "Loaded checkpoint" in p_resumed.stdout + p_resumed.stderr
+    assert read_child_log(str(full / "c.jsonl")) == read_child_log(str(split / "c.jsonl"))
+    assert [r["loss"] for r in train_log(p_full)][3:] == [r["loss"] for r in train_log(p_resumed)]
+    a = load_state(str(full / "checkpoint_last.pt"))["model"]
+    b = load_state(str(split / "checkpoint_last.pt"))["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path):
+    """Updates 4-6 leave every operator they did not sample untouched, although
+    Adam has momentum for operators sampled in updates 1-3 and weight decay is on."""
+    log = str(tmp_path / "children.jsonl")
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "3", "--child-log", log)
+    before = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "6", "--child-log", log)
+    after = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
+    records = read_child_log(log)
+    early = sampled_pairs(r["child"] for r in records if r["update"] < 3)
+    late = sampled_pairs(r["child"] for r in records if r["update"] >= 3)
+    assert early - late, "the test needs operators with momentum that are not sampled later"
+    assert_only_sampled_operators_moved(before, after, late)
+
+
+def launch_ranks(data_bin, save_dir, log, max_update, world=2):
+    port = free_port()
+    cmds = [
+        [sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir", save_dir,
+         "--max-update", str(max_update), "--child-log", log,
+         "--distributed-world-size", str(world), "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+         "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+         "--distributed-rank", str(rank), "--device-id", "0"]
+        for rank in range(world)
+    ]
+    procs = [subprocess.Popen(c, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        if p.returncode: print(out[-6000:])
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    return outs
+
+
+def test_two_gloo_ranks_train_the_same_children_and_freeze_the_rest(data_bin, tmp_path):
+    log = str(tmp_path / "children.jsonl")
+    launch_ranks(data_bin, str(tmp_path), log, 3)
+    before = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
+    outs = launch_ranks(data_bin, str(tmp_path), log, 6)
+    assert "distributed init (rank 1)" in outs[1] or "rank 1" in outs[1]
+    after = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
+    rank0 = [(r["update"], r["child"]) for r in read_child_log(log)]
+    rank1 = [(r["update"], r["child"]) for r in read_child_log(log + ".rank1")]
+    assert rank0 == rank1 and len(rank0) == 6
+    late = sampled_pairs(child for update, child in rank0 if update >= 3)
+    assert_only_sampled_operators_moved(before, after, late)
+
+
+def test_hydra_train_with_example_config(data_bin, tmp_path):
+    cmd = [
+        sys.executable, "-m", "fairseq_cli.hydra_train",
+        "--config-dir", str(ROOT / "examples" / "config"), "--config-name", "spos_tiny",
+        f"task.data={data_bin}", f"common.user_dir={ROOT / 'fairseq_magic'}",
+        f"checkpoint.save_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}",
+        "optimization.max_update=4", "model.encoder_embed_dim=32", "model.encoder_ffn_embed_dim=64",
+        "model.candidate_ops='MHA2,FFN,CONV3,CONV5'", "task.tokens_per_sample=32", "dataset.batch_size=8",
+        "common.cpu=true", "common.log_format=json",
+    ]
+    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert os.path.exists(tmp_path / "checkpoint_last.pt")
+    state = load_state(str(tmp_path / "checkpoint_last.pt"))
+    assert state["cfg"]["model"]["_name"] == "magic_supernet"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--candidate-ops", "MHA2,BOGUS"], "unknown operator 'BOGUS'"),
+        (["--child-arch", "MHA2,FFN"], "architecture has 2 layers, the space has 6"),
+        (["--child-arch", "MHA2,FFN,FFN,FFN,FFN,CONV7"], "layer 5: operator 'CONV7' is not a candidate"),
+        (["--sampler", "nonsense"], "unknown sampler 'nonsense'"),
+    ],
+)
+def test_bad_input_gives_one_error_line_and_keeps_the_checkpoint(data_bin, tmp_path, extra, message):
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "2")
+    good = (tmp_path / "checkpoint_last.pt").read_bytes()
+    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "4", *extra, check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-magic: error:") and message in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "checkpoint_last.pt").read_bytes() == good
+
+
+def test_missing_data_and_corrupt_checkpoint_fail_clearly(data_bin, tmp_path):
+    proc = fairseq_train(str(tmp_path / "nowhere"), str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "fairseq-magic: error: no dict.txt in data directory" in proc.stderr.strip().splitlines()[-1]
+
+    (tmp_path / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    fairseq_train(data_bin, str(tmp_path / "ckpt"), "--max-update", "2")
+    good = (tmp_path / "ckpt" / "checkpoint_last.pt").read_bytes()
+    proc = fairseq_train(data_bin, str(tmp_path / "ckpt"), "--max-update", "4",
+                         "--restore-file", str(tmp_path / "garbage.pt"), check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-magic: error: cannot read checkpoint") and "garbage.pt" in last
+    assert (tmp_path / "ckpt" / "checkpoint_last.pt").read_bytes() == good
