@@ -122,3 +122,18 @@ def build(out_dir: str, corpus: str = "", max_mb: float = 4.0, seed: int = 1) ->
     counts = write_splits(paragraphs, out_dir, seed=seed)
     logger.info(f"corpus from {source}: {counts} lines in {out_dir}")
     return counts
+
+
+def synthetic_corpus(path: str, lines: int, seed: int, vocab: int = 60) -> None:
+    """Sentences from a small random first-order Markov chain, for tests and benchmarks:
+    learnable, generated on the spot, nobody's text."""
+    rng = random.Random(seed)
+    words = [f"tok{i}" for i in range(vocab)]
+    successors = {w: rng.sample(words, 4) for w in words}
+    with open(path, "w") as f:
+        for _ in range(lines):
+            sentence = [rng.choice(words)]
+            for _ in range(rng.randint(6, 24)):
+                sentence.append(rng.choice(successors[sentence[-1]]))
+            f.write(" ".join(sentence) + "\n")
+

@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from typing import Dict, List
 
 import pytest
 import torch
+
+from fairseq_magic.corpus import synthetic_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = str(ROOT / "fairseq_magic")
@@ -30,24 +31,11 @@ COMMON = [
 ]
 
 
-def synthetic_corpus(path: Path, lines: int, seed: int) -> None:
-    """Sentences from a small first-order Markov chain: learnable, generated here."""
-    rng = random.Random(seed)
-    words = [f"tok{i}" for i in range(60)]
-    successors = {w: rng.sample(words, 4) for w in words}
-    with open(path, "w") as f:
-        for _ in range(lines):
-            sentence = [rng.choice(words)]
-            for _ in range(rng.randint(6, 24)):
-                sentence.append(rng.choice(successors[sentence[-1]]))
-            f.write(" ".join(sentence) + "\n")
-
-
 @pytest.fixture(scope="session")
 def data_bin(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("data")
-    synthetic_corpus(root / "train.txt", 600, seed=0)
-    synthetic_corpus(root / "valid.txt", 60, seed=1)
+    synthetic_corpus(str(root / "train.txt"), 600, seed=0)
+    synthetic_corpus(str(root / "valid.txt"), 60, seed=1)
     run([
         sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
         "--trainpref", str(root / "train.txt"), "--validpref", str(root / "valid.txt"),
