@@ -71,13 +71,19 @@ def test_resume_continues_exactly(data_bin, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path):
+@pytest.mark.parametrize(
+    "precision",
+    [[], ["--fp16", "--fp16-no-flatten-grads"], ["--memory-efficient-fp16"], ["--amp"]],
+    ids=["fp32", "fp16", "memory-efficient-fp16", "amp"],
+)
+def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path, precision):
     """Updates 4-6 leave every operator they did not sample untouched, although
-    Adam has momentum for operators sampled in updates 1-3 and weight decay is on."""
+    Adam has momentum for operators sampled in updates 1-3 and weight decay is
+    on, through each of fairseq's optimizer wrappers."""
     log = str(tmp_path / "children.jsonl")
-    fairseq_train(data_bin, str(tmp_path), "--max-update", "3", "--child-log", log)
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "3", "--child-log", log, *precision)
     before = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
-    fairseq_train(data_bin, str(tmp_path), "--max-update", "6", "--child-log", log)
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "6", "--child-log", log, *precision)
     after = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
     records = read_child_log(log)
     early = sampled_pairs(r["child"] for r in records if r["update"] < 3)
