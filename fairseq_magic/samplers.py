@@ -22,6 +22,9 @@ def rng_for(seed: int, *keys: int) -> np.random.Generator:
 # Streams drawn from one seed; distinct keys keep them independent.
 STREAM_TRAIN = 0
 STREAM_VALID_CHILDREN = 1
+STREAM_INITIAL_CHILD = 2
+STREAM_ANCHOR = 3
+STREAM_AVERAGE_TARGET = 4
 
 
 def uniform_child(space: SearchSpace, rng: np.random.Generator) -> Child:
@@ -51,13 +54,49 @@ class UniformSampler(Sampler):
         return uniform_child(self.space, rng_for(self.seed, STREAM_TRAIN, update_num))
 
 
-SAMPLERS: Dict[str, Callable[..., Sampler]] = {UniformSampler.name: UniformSampler}
+def modify(child: Child, k: int, num_candidates: int, rng: np.random.Generator) -> Child:
+    """Replace the operators of ``k`` distinct layers, each by a different candidate."""
+    new = list(child)
+    for layer in rng.choice(len(child), size=k, replace=False):
+        other = int(rng.integers(0, num_candidates - 1))
+        new[layer] = other + (other >= new[layer])  # uniform over the C-1 others
+    return tuple(new)
 
 
-def build_sampler(name: str, space: SearchSpace, seed: int, **options) -> Sampler:
+class GradualSampler(Sampler):
+    """MAGIC-T (Sec. 4): each child differs from the previous one in exactly k layers.
+
+    A random walk on the architecture graph whose stationary distribution is
+    uniform; the first child (or one after a restart without a previous
+    child) is uniform.
+    """
+
+    name = "gradual"
+
+    def __init__(self, space: SearchSpace, seed: int, gradual_k: int = 1):
+        super().__init__(space, seed)
+        if not 1 <= gradual_k <= space.num_layers:
+            raise SpaceError(f"--gradual-k must be between 1 and the number of layers ({space.num_layers}), got {gradual_k}")
+        if space.num_candidates < 2:
+            raise SpaceError("gradual sampling needs at least two candidate operators")
+        self.k = gradual_k
+
+    def __call__(self, update_num: int, previous: Optional[Child] = None) -> Child:
+        if previous is None:
+            return uniform_child(self.space, rng_for(self.seed, STREAM_INITIAL_CHILD))
+        rng = rng_for(self.seed, STREAM_TRAIN, update_num)
+        return modify(self.space.validate(previous), self.k, self.space.num_candidates, rng)
+
+
+SAMPLERS: Dict[str, Callable[..., Sampler]] = {cls.name: cls for cls in (UniformSampler, GradualSampler)}
+
+
+def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1) -> Sampler:
     if name not in SAMPLERS:
         raise SpaceError(f"unknown sampler '{name}' (choose from {', '.join(sorted(SAMPLERS))})")
-    return SAMPLERS[name](space, seed, **options)
+    if name == GradualSampler.name:
+        return GradualSampler(space, seed, gradual_k=gradual_k)
+    return SAMPLERS[name](space, seed)
 
 
 def validation_children(space: SearchSpace, seed: int, count: int) -> List[Child]:

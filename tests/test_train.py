@@ -92,14 +92,14 @@ def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path, precision):
     assert_only_sampled_operators_moved(before, after, late)
 
 
-def launch_ranks(data_bin, save_dir, log, max_update, world=2):
+def launch_ranks(data_bin, save_dir, log, max_update, world=2, extra=()):
     port = free_port()
     cmds = [
         [sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir", save_dir,
          "--max-update", str(max_update), "--child-log", log,
          "--distributed-world-size", str(world), "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
          "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
-         "--distributed-rank", str(rank), "--device-id", "0"]
+         "--distributed-rank", str(rank), "--device-id", "0", *extra]
         for rank in range(world)
     ]
     procs = [subprocess.Popen(c, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]

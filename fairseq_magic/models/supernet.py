@@ -16,10 +16,12 @@ H_n in ``extra["inner_states"]`` (fairseq's own mechanism, ``(T, B, C)`` each,
 the embedding output first).
 """
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
+import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -159,9 +161,37 @@ class SupernetEncoder(RobertaEncoder):
         return FactorizedLMHead(embed_dim, self.space.embed_dim, output_dim, activation_fn, weight)
 
 
+SEARCH_STATE_KEY = "search_state"
+
+
+def _save_search_state(module, state_dict, prefix, local_metadata):
+    """State-dict hook: the search state rides along as a JSON byte tensor."""
+    encoded = json.dumps(module.search_state, sort_keys=True).encode()
+    state_dict[prefix + SEARCH_STATE_KEY] = torch.tensor(list(encoded), dtype=torch.uint8)
+
+
+def _load_search_state(module, state_dict, prefix, *args):
+    """Load pre-hook: take the search state out before parameters are matched."""
+    encoded = state_dict.pop(prefix + SEARCH_STATE_KEY, None)
+    if encoded is not None:
+        module.search_state.clear()
+        module.search_state.update(json.loads(bytes(encoded.tolist()).decode()))
+
+
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)
 class MagicSupernetModel(RobertaModel):
-    """Chain-styled super-net: each layer chooses one of the candidate operators."""
+    """Chain-styled super-net: each layer chooses one of the candidate operators.
+
+    ``search_state`` holds what training needs to resume a search exactly
+    (previous child, anchor, ...). It is saved inside the model's state dict,
+    because fairseq's Trainer restores the model on resume but not the task.
+    """
+
+    def __init__(self, args, encoder):
+        super().__init__(args, encoder)
+        self.search_state: Dict = {}
+        self._register_state_dict_hook(_save_search_state)
+        self.register_load_state_dict_pre_hook(_load_search_state)
 
     @classmethod
     def add_args(cls, parser):
@@ -217,6 +247,23 @@ class MagicSupernetModel(RobertaModel):
         finally:
             for layer, choice in zip(self.layers, previous or [None] * len(self.layers)):
                 layer.active = choice
+
+    def hidden_states(self, src_tokens: torch.Tensor, upto: int) -> List[torch.Tensor]:
+        """H_0..H_upto of the current child, ``(T, B, C)`` each, without running
+        the layers above ``upto`` or the LM head: the forward that alignment
+        targets need. Mirrors the start of fairseq's TransformerEncoder forward."""
+        encoder = self.encoder.sentence_encoder
+        padding_mask = src_tokens.eq(encoder.padding_idx)
+        has_pads = bool(padding_mask.any())
+        x, _ = encoder.forward_embedding(src_tokens)
+        if has_pads:
+            x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+        x = x.transpose(0, 1)  # (B, T, C) -> (T, B, C)
+        states = [x]
+        for layer in encoder.layers[:upto]:
+            x = layer(x, encoder_padding_mask=padding_mask if has_pads else None)
+            states.append(x)
+        return states
 
     def operator_parameters(self, layer: int, candidate: int):
         return self.layers[layer].candidates[candidate].parameters()

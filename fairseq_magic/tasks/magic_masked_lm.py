@@ -2,31 +2,39 @@
 
 One training step, from ``fairseq-train`` to the loss:
 
-    Trainer.train_step -> MagicMaskedLMTask.train_step   (choose the child)
+    Trainer.train_step -> MagicMaskedLMTask.train_step    (choose the child)
       -> FairseqTask.train_step -> criterion (criterions/magic_mlm.py)
+         -> alignment_targets()                           (MAGIC-A: anchor's H_n)
          -> MagicSupernetModel.forward                    (only the child runs)
-    Trainer -> MagicMaskedLMTask.optimizer_step           (others stay frozen)
+    Trainer -> MagicMaskedLMTask.optimizer_step           (others stay frozen;
+                                                           the anchor may change)
 
 The child is a pure function of (seed, update number, previous child) (see
 ``samplers.py``), so every micro-batch of an update (``--update-freq``) and
-every rank trains the same child without communication, and a resumed run
-samples exactly what the uninterrupted run would have.
+every rank trains the same child without communication. What a resumed run
+needs (previous child, anchor) is kept in the model's ``search_state``, which
+is saved in the checkpoint.
 """
 
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
+from fairseq.dataclass import ChoiceEnum
+from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
+from ..anchor import POLICIES, Anchor
 from ..errors import MagicError
 from ..frozen import hidden_from_optimizer
-from ..models.supernet import MagicSupernetModel
-from ..samplers import SAMPLERS, build_sampler, validation_children
+from ..models.supernet import MagicSupernetModel, resolve_child
+from ..samplers import STREAM_AVERAGE_TARGET, SAMPLERS, build_sampler, rng_for, uniform_child, validation_children
+from ..scoring import rank_and_world, score_children, validation_batches
 from ..space import Child
 
 logger = logging.getLogger(__name__)
@@ -36,17 +44,44 @@ logger = logging.getLogger(__name__)
 class MagicMaskedLMConfig(MaskedLMConfig):
     sampler: str = field(
         default="uniform",
-        metadata={"help": f"how children are sampled for training: {', '.join(sorted(SAMPLERS))}"},
+        metadata={"help": f"how children are sampled for training: {', '.join(sorted(SAMPLERS))} "
+                  "(uniform = SPOS, gradual = MAGIC-T)"},
     )
+    gradual_k: int = field(default=1, metadata={"help": "MAGIC-T: operators changed per update (paper: 1)"})
     valid_children: int = field(
-        default=4,
-        metadata={"help": "number of fixed, seeded children whose loss validation reports"},
+        default=4, metadata={"help": "number of fixed, seeded children whose loss validation reports"}
     )
     child_log: str = field(
         default="",
-        metadata={"help": "append one JSON line per training forward (update, child, rank) to this file; "
-                  "ranks other than 0 write FILE.rank<r>"},
+        metadata={"help": "append one JSON line per training forward (update, child, anchor, weight checksum) "
+                  "to this file; ranks other than 0 write FILE.rank<r>"},
     )
+    # MAGIC-A: what to align to and when (the weight of the term is the criterion's --align-lambda)
+    align_target: ChoiceEnum(["anchor", "average"]) = field(
+        default="anchor", metadata={"help": "align to the anchor child, or to the mean H_n of random children (App. A.2)"}
+    )
+    align_avg_children: int = field(default=4, metadata={"help": "children averaged by --align-target average"})
+    align_warmup_epochs: int = field(
+        default=3, metadata={"help": "no alignment during the first N epochs (paper: 3)"}
+    )
+    align_warmup_updates: int = field(default=0, metadata={"help": "no alignment before this many updates"})
+    anchor_policy: ChoiceEnum(list(POLICIES)) = field(
+        default="best", metadata={"help": "best: replace the anchor by a better-validating child; "
+                                  "top-p: the top p%% child of N evaluated at each epoch end"}
+    )
+    anchor_arch: str = field(default="", metadata={"help": "initial anchor (architecture string or JSON file); default: random"})
+    anchor_metric: ChoiceEnum(["accuracy", "loss"]) = field(
+        default="accuracy", metadata={"help": "Val(child): masked-LM accuracy, or negative loss"}
+    )
+    anchor_eval_interval: int = field(
+        default=100, metadata={"help": "best policy: score the trained child against the anchor every N updates"}
+    )
+    anchor_eval_sentences: int = field(default=256, metadata={"help": "validation sentences used to score children"})
+    anchor_eval_batch_size: int = field(default=32, metadata={"help": "batch size when scoring children"})
+    anchor_eval_subset: str = field(default="valid", metadata={"help": "data split used to score children"})
+    anchor_top_p: float = field(default=10.0, metadata={"help": "top-p policy: p (percent)"})
+    anchor_top_r: float = field(default=10.0, metadata={"help": "top-p policy: keep the anchor within p +/- r percent"})
+    anchor_top_children: int = field(default=100, metadata={"help": "top-p policy: children evaluated per epoch"})
 
 
 def unwrap(model) -> MagicSupernetModel:
@@ -77,44 +112,162 @@ class MagicMaskedLMTask(MaskedLMTask):
             raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
         if cfg.valid_children < 1:
             raise MagicError("--valid-children must be at least 1")
+        if cfg.align_avg_children < 1 or cfg.anchor_eval_interval < 1 or cfg.anchor_top_children < 1:
+            raise MagicError("--align-avg-children, --anchor-eval-interval and --anchor-top-children must be >= 1")
         self.sampler = None
         self.valid_archs: List[Child] = []
         self._current: Optional[Tuple[int, Child]] = None  # (update number, child)
+        self.epoch = 1
+        self.align_lambda = 0.0  # set by the criterion (criterions/magic_mlm.py)
+        self.anchor: Optional[Anchor] = None
+        self._score_batches = None
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
-        space = unwrap(model).space
-        self.space = space
-        self.sampler = build_sampler(self.cfg.sampler, space, self.cfg.seed)
+        supernet = unwrap(model)
+        space = self.space = supernet.space
+        self.search_state = supernet.search_state  # saved with the model, restored on resume
+        self.sampler = build_sampler(self.cfg.sampler, space, self.cfg.seed, gradual_k=self.cfg.gradual_k)
         self.valid_archs = validation_children(space, self.cfg.seed, self.cfg.valid_children)
+        if self.cfg.anchor_arch:
+            resolve_child(self.cfg.anchor_arch, space)  # fail before training, not at the first alignment
         logger.info(f"search space: {space.describe()}; sampler: {self.cfg.sampler}")
         for i, child in enumerate(self.valid_archs):
             logger.info(f"validation child {i}: {space.format(child)}")
         return model
 
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        self.align_lambda = float(getattr(criterion, "align_lambda", 0.0))
+        return criterion
+
+    @property
+    def uses_anchor(self) -> bool:
+        return self.align_lambda > 0 and self.cfg.align_target == "anchor"
+
+    def get_anchor(self) -> Anchor:
+        if self.anchor is None:
+            initial = resolve_child(self.cfg.anchor_arch, self.space) if self.cfg.anchor_arch else None
+            self.anchor = Anchor(self.space, self.search_state.setdefault("anchor", {}), self.cfg.seed, initial)
+            logger.info(f"anchor: {self.space.format(self.anchor.child)} ({self.cfg.anchor_policy} policy)")
+        return self.anchor
+
     # ------------------------------------------------------------ training
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        self.epoch = epoch
+        if self.uses_anchor and self.cfg.anchor_policy == "top-p" and epoch > 1:
+            if self.search_state.get("top_p_epoch") != epoch:  # once per epoch end, also across a resume
+                self._choose_top_p_anchor(model, epoch)
+                self.search_state["top_p_epoch"] = epoch
+
     def child_for_update(self, update_num: int) -> Child:
         """The child trained at ``update_num``; the same for all its micro-batches."""
         if self._current is None or self._current[0] != update_num:
-            previous = self._current[1] if self._current is not None else None
-            self._current = (update_num, self.sampler(update_num, previous))
+            previous = None
+            if self._current is not None and self._current[0] == update_num - 1:
+                previous = self._current[1]
+            elif self.search_state.get("last_update") == update_num - 1:  # resumed from a checkpoint
+                previous = self.space.parse(self.search_state["last_child"])
+            child = self.sampler(update_num, previous)
+            self._current = (update_num, child)
+            self.search_state.update(last_update=update_num, last_child=self.space.format(child))
         return self._current[1]
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         child = unwrap(model).set_child(self.child_for_update(update_num))
         if self.cfg.child_log:
-            self._log_child(update_num, child)
+            self._log_child(update_num, child, unwrap(model))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def optimizer_step(self, optimizer, model, update_num):
         with hidden_from_optimizer(optimizer, unwrap(model).inactive_parameters()):
             super().optimizer_step(optimizer, model, update_num)
+        if (
+            self.uses_anchor
+            and self.cfg.anchor_policy == "best"
+            and (update_num + 1) % self.cfg.anchor_eval_interval == 0
+        ):
+            self._consider_for_anchor(model, self.child_for_update(update_num))
 
-    def _log_child(self, update_num: int, child: Child) -> None:
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    # ------------------------------------------------------------ MAGIC-A
+    def alignment_active(self, update_num: int) -> bool:
+        return (
+            self.align_lambda > 0
+            and self.epoch > self.cfg.align_warmup_epochs
+            and update_num >= self.cfg.align_warmup_updates
+        )
+
+    @torch.no_grad()
+    def alignment_targets(self, model, src_tokens: torch.Tensor, layers: List[int]) -> List[torch.Tensor]:
+        """Detached H_n (n in ``layers``) of the anchor, or the mean over random children.
+
+        Computed without dropout and without building a graph; the training
+        child is restored afterwards."""
+        supernet = unwrap(model)
+        update_num = self._current[0] if self._current else 0
+        if self.cfg.align_target == "anchor":
+            targets = [self.get_anchor().child]
+        else:
+            rng = rng_for(self.cfg.seed, STREAM_AVERAGE_TARGET, update_num)
+            targets = [uniform_child(self.space, rng) for _ in range(self.cfg.align_avg_children)]
+        was_training = supernet.training
+        supernet.eval()
+        try:
+            total = None
+            for child in targets:
+                with supernet.child_context(child):
+                    states = supernet.hidden_states(src_tokens, upto=max(layers))
+                picked = [states[n] for n in layers]
+                total = picked if total is None else [t + s for t, s in zip(total, picked)]
+        finally:
+            supernet.train(was_training)
+        return [t / len(targets) for t in total]
+
+    def _scoring_batches(self):
+        if self._score_batches is None:
+            self._score_batches = validation_batches(
+                self, self.cfg.anchor_eval_subset, self.cfg.anchor_eval_sentences, self.cfg.anchor_eval_batch_size
+            )
+        return self._score_batches
+
+    def _consider_for_anchor(self, model, candidate: Child) -> None:
+        anchor = self.get_anchor()
+        start = time.perf_counter()
+        children = [candidate, anchor.child]
+        scores = [s.value(self.cfg.anchor_metric) for s in score_children(model, unwrap(model), children, self._scoring_batches())]
+        replaced = anchor.consider(candidate, scores[0], scores[1])
+        elapsed = time.perf_counter() - start
+        metrics.log_scalar("anchor_score", anchor.score, weight=0, round=4)
+        metrics.log_scalar("anchor_eval_s", elapsed, weight=0, round=3)
+        logger.info(
+            f"anchor {'replaced by' if replaced else 'kept against'} {self.space.format(candidate)}: "
+            f"{self.cfg.anchor_metric} {scores[0]:.4f} vs anchor {scores[1]:.4f}; "
+            f"scored 2 children on {self.cfg.anchor_eval_sentences} sentences in {elapsed:.2f}s"
+        )
+
+    def _choose_top_p_anchor(self, model, epoch: int) -> None:
+        anchor = self.get_anchor()
+        start = time.perf_counter()
+        children = anchor.top_p_children(epoch, self.cfg.anchor_top_children)
+        scores = [s.value(self.cfg.anchor_metric) for s in score_children(model, unwrap(model), children, self._scoring_batches())]
+        changed = anchor.choose_top_p(children, scores, self.cfg.anchor_top_p, self.cfg.anchor_top_r)
+        logger.info(
+            f"anchor {'now' if changed else 'kept'} {self.space.format(anchor.child)} at the top "
+            f"{anchor.state['percentile']:.1f}% of {len(children)} children "
+            f"(p={self.cfg.anchor_top_p} +/- {self.cfg.anchor_top_r}); scored in {time.perf_counter() - start:.2f}s"
+        )
+
+    def _log_child(self, update_num: int, child: Child, supernet: MagicSupernetModel) -> None:
+        rank = rank_and_world()[0]
         path = self.cfg.child_log if rank == 0 else f"{self.cfg.child_log}.rank{rank}"
+        record = {"update": update_num, "child": self.space.format(child), "rank": rank}
+        if self.uses_anchor:
+            record["anchor"] = self.space.format(self.get_anchor().child)
+        with torch.no_grad():  # identical weights on every rank give identical sums
+            record["weights"] = float(sum(p.double().sum() for p in supernet.parameters()))
         with open(path, "a") as f:
-            f.write(json.dumps({"update": update_num, "child": self.space.format(child), "rank": rank}) + "\n")
+            f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------ validation
     def valid_step(self, sample, model, criterion):

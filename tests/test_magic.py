@@ -1,0 +1,186 @@
+"""MAGIC-T, MAGIC-A and MAGIC-AT: samplers, anchor, alignment loss, training runs."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from conftest import fairseq_train, load_state, read_child_log, train_log
+from fairseq_magic.anchor import Anchor
+from fairseq_magic.criterions.magic_mlm import aligned_layers
+from fairseq_magic.samplers import GradualSampler, build_sampler
+from fairseq_magic.space import SearchSpace, SpaceError, hamming
+
+SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
+AT = [
+    "--sampler", "gradual", "--gradual-k", "1", "--align-lambda", "0.5", "--align-every", "2",
+    "--align-warmup-epochs", "0", "--anchor-eval-interval", "2", "--anchor-eval-sentences", "16",
+    "--anchor-metric", "loss",
+]
+
+
+def walk(sampler, steps):
+    children, previous = [], None
+    for t in range(steps):
+        previous = sampler(t, previous)
+        children.append(previous)
+    return children
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_gradual_children_differ_in_exactly_k_layers(k):
+    children = walk(GradualSampler(SPACE, seed=5, gradual_k=k), 500)
+    assert all(hamming(a, b) == k for a, b in zip(children, children[1:]))
+
+
+def test_gradual_walk_visits_operators_uniformly():
+    """Consecutive children of the walk are correlated (a layer keeps its operator
+    for about N steps), which chi-square does not allow for; so the walk is thinned
+    beyond its mixing time: per layer the chain keeps its state with eigenvalue
+    1 - (k/N) C/(C-1) = 0.9, and 0.9**(5N) = 0.002."""
+    space = SearchSpace.build(12, "MHA6,MHA8,FFN,FFN832,CONV3,CONV5", hidden_dim=768, ffn_dim=768, qkv_dim=384)
+    thin = 5 * space.num_layers
+    children = np.array(walk(GradualSampler(space, seed=0, gradual_k=1), 2000 * thin))[thin::thin]
+    for layer in range(space.num_layers):
+        counts = np.bincount(children[:, layer], minlength=space.num_candidates)
+        # Bonferroni over the layers; a stuck or biased walk fails by orders of magnitude
+        assert chisquare(counts).pvalue > 0.01 / space.num_layers, (layer, counts)
+
+
+def test_gradual_is_a_pure_function_of_seed_update_and_previous():
+    a, b = GradualSampler(SPACE, seed=1), GradualSampler(SPACE, seed=1)
+    prev = (0, 1, 2, 3, 0, 1)
+    assert a(17, prev) == b(17, prev)
+    assert a(17, prev) != a(18, prev) or a(19, prev) != a(18, prev)
+
+
+@pytest.mark.parametrize("k", [0, -1, 7])
+def test_gradual_k_out_of_range_is_a_clear_error(k):
+    with pytest.raises(SpaceError, match="--gradual-k must be between 1 and the number of layers"):
+        build_sampler("gradual", SPACE, seed=0, gradual_k=k)
+
+
+def test_top_p_anchor_policy():
+    state = {}
+    anchor = Anchor(SPACE, state, seed=0, initial=(0,) * 6)
+    children = [tuple((i >> (2 * j)) & 3 for j in range(6)) for i in range(1, 10)] + [(0,) * 6]  # anchor last
+    scores = list(range(10))  # the anchor scores best (9): top 0%
+    assert anchor.choose_top_p(children, scores, p=30, r=10)  # 0% is outside 20..40%: replaced
+    order = sorted(range(10), key=lambda i: -scores[i])
+    assert anchor.child == children[order[3]]  # round(0.3 * 9) = 3rd best
+    assert not anchor.choose_top_p(children, scores, p=30, r=10)  # at 33%: kept
+    assert state["replacements"] == 1
+
+
+def test_best_anchor_policy_replaces_only_on_improvement():
+    anchor = Anchor(SPACE, {}, seed=0, initial=(0,) * 6)
+    assert not anchor.consider((1,) * 6, 0.30, 0.40)
+    assert anchor.consider((1,) * 6, 0.50, 0.40)
+    assert anchor.child == (1,) * 6 and anchor.score == 0.50
+
+
+def test_aligned_layers_every_b():
+    assert aligned_layers(26, 4) == [4, 8, 12, 16, 20, 24]
+    assert aligned_layers(12, 4) == [4, 8, 12]
+
+
+def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
+    """align_loss / sample_size equals the mean MSE summed over the aligned
+    layers, and duplicating the batch leaves it unchanged."""
+    from test_model import batch, build
+
+    cfg, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0")
+    criterion = task.build_criterion(cfg.criterion)
+    model.train()  # no dropout: the check below recomputes both sides exactly
+    tokens = batch(model, batch_size=4, length=16)
+    tokens[2, 10:] = model.encoder.dictionary.pad()
+    target = torch.full_like(tokens, model.encoder.dictionary.pad())
+    target[:, 3:7] = tokens[:, 3:7]
+    sample = {"net_input": {"src_tokens": tokens}, "target": target, "ntokens": 64, "nsentences": 4}
+    model.set_child(task.child_for_update(0))
+    _, sample_size, log = criterion(model, sample)
+    per_token = float(log["align_loss"]) / float(sample_size)
+    layers = aligned_layers(6, 2)
+    targets = task.alignment_targets(model, tokens, layers)
+    _, extra = model(tokens, features_only=True, return_all_hiddens=True)
+    keep = tokens.ne(1).t().unsqueeze(-1).float()
+    expected = sum(float((((extra["inner_states"][n] - t) ** 2) * keep).sum() / (keep.sum() * 32)) for n, t in zip(layers, targets))
+    assert per_token == pytest.approx(expected, rel=1e-4) and expected > 0
+    doubled = {"net_input": {"src_tokens": tokens.repeat(2, 1)}, "target": target.repeat(2, 1), "ntokens": 128, "nsentences": 8}
+    _, size2, log2 = criterion(model, doubled)
+    assert float(log2["align_loss"]) / float(size2) == pytest.approx(per_token, rel=1e-4)
+
+
+def test_magic_t_training_changes_k_operators_per_update(data_bin, tmp_path):
+    log = str(tmp_path / "children.jsonl")
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "12", "--sampler", "gradual", "--gradual-k", "2",
+                  "--update-freq", "2", "--child-log", log)
+    records = read_child_log(log)
+    children = [SPACE.parse(r["child"]) for r in records[::2]]
+    assert [r["child"] for r in records[::2]] == [r["child"] for r in records[1::2]]  # micro-batches agree
+    assert len(children) == 12 and all(hamming(a, b) == 2 for a, b in zip(children, children[1:]))
+
+
+def test_magic_a_logs_mlm_and_alignment_losses_after_warmup(data_bin, tmp_path):
+    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "8", "--align-lambda", "0.5",
+                         "--align-every", "2", "--align-warmup-epochs", "0", "--align-warmup-updates", "4",
+                         "--anchor-eval-interval", "4", "--anchor-eval-sentences", "16")
+    records = train_log(proc)
+    assert all("align_loss" not in r for r in records[:4])
+    assert all(float(r["align_loss"]) > 0 and "mlm_loss" in r for r in records[4:])
+    out = proc.stdout + proc.stderr
+    assert "anchor kept against" in out or "anchor replaced by" in out
+    assert "anchor_eval_s" in records[3]  # the cost of scoring is in the log
+
+
+def test_average_alignment_target(data_bin, tmp_path):
+    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "4", "--align-lambda", "0.5",
+                         "--align-every", "3", "--align-warmup-epochs", "0", "--align-target", "average",
+                         "--align-avg-children", "3")
+    assert all(float(r["align_loss"]) > 0 for r in train_log(proc))
+    assert "magic_masked_lm | anchor" not in proc.stdout + proc.stderr  # no anchor is kept or scored
+
+
+def test_magic_at_resume_is_exact(data_bin, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    at = [*AT, "--lr", "0.005"]  # children part quickly enough for the anchor to change in both halves
+    p_full = fairseq_train(data_bin, str(full), "--max-update", "12", "--child-log", str(full / "c.jsonl"), *at)
+    fairseq_train(data_bin, str(split), "--max-update", "6", "--child-log", str(split / "c.jsonl"), *at)
+    p_res = fairseq_train(data_bin, str(split), "--max-update", "12", "--child-log", str(split / "c.jsonl"), *at)
+    log_full, log_split = read_child_log(str(full / "c.jsonl")), read_child_log(str(split / "c.jsonl"))
+    assert log_full == log_split  # children, anchors and weight checksums
+    anchors = [r["anchor"] for r in log_full]
+    assert len(set(anchors[:6])) > 1 and len(set(anchors[6:])) > 1, "the anchor should change in both halves"
+    keys = ("loss", "mlm_loss", "align_loss")
+    assert [[r[k] for k in keys] for r in train_log(p_full)][6:] == [[r[k] for k in keys] for r in train_log(p_res)]
+    a = load_state(str(full / "checkpoint_last.pt"))["model"]
+    b = load_state(str(split / "checkpoint_last.pt"))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["search_state"].numel() > 0
+
+
+def test_magic_at_two_gloo_ranks_agree(data_bin, tmp_path):
+    from test_train import launch_ranks
+
+    log = str(tmp_path / "children.jsonl")
+    launch_ranks(data_bin, str(tmp_path), log, 6, extra=AT)
+    rank0, rank1 = read_child_log(log), read_child_log(log + ".rank1")
+    strip = [{k: v for k, v in r.items() if k != "rank"} for r in rank0]
+    assert strip == [{k: v for k, v in r.items() if k != "rank"} for r in rank1]  # children, anchors, weights
+    assert len(rank0) == 6 and len({r["weights"] for r in rank0}) == 6
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--sampler", "gradual", "--gradual-k", "9"], "--gradual-k must be between 1 and the number of layers (6)"),
+        (["--align-lambda", "0.5", "--align-every", "7", "--align-warmup-epochs", "0"], "--align-every 7 exceeds the 6 layers"),
+        (["--align-lambda", "0.5", "--anchor-arch", "MHA2,FFN"], "architecture has 2 layers"),
+    ],
+)
+def test_bad_magic_settings_fail_clearly(data_bin, tmp_path, extra, message):
+    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "2", *extra, check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-magic: error:") and message in last, proc.stderr[-2000:]
+    assert not (tmp_path / "checkpoint_last.pt").exists()
