@@ -60,8 +60,9 @@ def train_log(proc: subprocess.CompletedProcess) -> List[dict]:
     """The per-update training records fairseq logged (json log format)."""
     records = []
     for line in (proc.stdout + proc.stderr).splitlines():
-        if "| train_inner |" in line:
-            records.append(json.loads(line.split("| train_inner |", 1)[1]))
+        # fairseq-train: "... | train_inner | {...}"; under hydra: "[...][train_inner][INFO] - {...}"
+        if ("| train_inner |" in line or "[train_inner]" in line) and "{" in line:
+            records.append(json.loads(line[line.index("{"):]))
     return records
 
 

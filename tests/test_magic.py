@@ -1,5 +1,6 @@
 """MAGIC-T, MAGIC-A and MAGIC-AT: samplers, anchor, alignment loss, training runs."""
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -184,3 +185,22 @@ def test_bad_magic_settings_fail_clearly(data_bin, tmp_path, extra, message):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("fairseq-magic: error:") and message in last, proc.stderr[-2000:]
     assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_top_p_policy_at_epoch_ends_resumes_exactly(data_bin, tmp_path):
+    """The top-p anchor is chosen at the end of epoch 1 (start of epoch 2), in an
+    uninterrupted run and in one stopped after epoch 1 and resumed alike."""
+    top_p = ["--align-lambda", "0.5", "--align-every", "3", "--align-warmup-epochs", "0",
+             "--anchor-policy", "top-p", "--anchor-top-p", "30", "--anchor-top-r", "10",
+             "--anchor-top-children", "6", "--anchor-eval-sentences", "16", "--anchor-metric", "loss"]
+    full, split = tmp_path / "full", tmp_path / "split"
+    p_full = fairseq_train(data_bin, str(full), "--max-epoch", "2", "--child-log", str(full / "c.jsonl"), *top_p)
+    fairseq_train(data_bin, str(split), "--max-epoch", "1", "--child-log", str(split / "c.jsonl"), *top_p)
+    fairseq_train(data_bin, str(split), "--max-epoch", "2", "--child-log", str(split / "c.jsonl"), *top_p)
+    out = p_full.stdout + p_full.stderr
+    decisions = [line for line in out.splitlines() if "at the top" in line]
+    assert len(decisions) == 1 and "of 7 children (p=30.0 +/- 10.0)" in decisions[0]
+    assert read_child_log(str(full / "c.jsonl")) == read_child_log(str(split / "c.jsonl"))
+    state = load_state(str(full / "checkpoint_last.pt"))["model"]["search_state"]
+    search_state = json.loads(bytes(state.tolist()).decode())
+    assert search_state["top_p_epoch"] == 2 and 20.0 <= search_state["anchor"]["percentile"] <= 40.0

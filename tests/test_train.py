@@ -125,21 +125,28 @@ def test_two_gloo_ranks_train_the_same_children_and_freeze_the_rest(data_bin, tm
     assert_only_sampled_operators_moved(before, after, late)
 
 
-def test_hydra_train_with_example_config(data_bin, tmp_path):
+@pytest.mark.parametrize("config", ["spos_tiny", "spos", "magic_t", "magic_a", "magic_at"])
+def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
+    """Every shipped config runs under fairseq-hydra-train, scaled down to tiny sizes."""
     cmd = [
         sys.executable, "-m", "fairseq_cli.hydra_train",
-        "--config-dir", str(ROOT / "examples" / "config"), "--config-name", "spos_tiny",
+        "--config-dir", str(ROOT / "examples" / "config"), "--config-name", config,
         f"task.data={data_bin}", f"common.user_dir={ROOT / 'fairseq_magic'}",
         f"checkpoint.save_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}",
-        "optimization.max_update=4", "model.encoder_embed_dim=32", "model.encoder_ffn_embed_dim=64",
-        "model.candidate_ops='MHA2,FFN,CONV3,CONV5'", "task.tokens_per_sample=32", "dataset.batch_size=8",
-        "common.cpu=true", "common.log_format=json",
+        "optimization.max_update=4", "optimization.update_freq=[1]", "lr_scheduler.warmup_updates=1",
+        "model.supernet_layers=8", "model.encoder_embed_dim=32", "model.encoder_ffn_embed_dim=64",
+        "model.embed_factor_dim=16", "model.candidate_ops='MHA2,FFN,CONV3,CONV5'", "task.tokens_per_sample=32",
+        "dataset.batch_size=8", "common.cpu=true", "common.fp16=false", "common.log_format=json",
+        "common.log_interval=1", "++task.align_warmup_epochs=0", "++task.anchor_eval_interval=2",
+        "++task.anchor_eval_sentences=16",
     ]
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert os.path.exists(tmp_path / "checkpoint_last.pt")
     state = load_state(str(tmp_path / "checkpoint_last.pt"))
     assert state["cfg"]["model"]["_name"] == "magic_supernet"
+    records = train_log(proc)
+    assert len(records) == 4
+    assert ("align_loss" in records[-1]) == (config in ("magic_a", "magic_at"))
 
 
 @pytest.mark.parametrize(

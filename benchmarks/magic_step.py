@@ -1,0 +1,104 @@
+"""MAGIC-T and MAGIC-AT training steps vs. SPOS, side by side.
+
+A step's cost depends on which child runs, so all methods run the same
+children: the MAGIC-T walk from (seed, update, previous). The SPOS reference is
+handed that sequence; MAGIC-T computes it with its sampler; MAGIC-A and
+MAGIC-AT add the alignment term (one extra forward of the anchor without a
+graph, up to the last aligned layer, plus the MSE) and the anchor's scoring
+every --anchor-eval-interval updates, amortised over the timed steps.
+Steps are interleaved on the same batches.
+
+Prints the mean step time of each method and the ratios MAGIC-T / SPOS (target
+<= 1.02) and MAGIC-AT / SPOS (target <= 1.35), and each method's peak memory
+(fresh process per method).
+
+    python benchmarks/magic_step.py [--size base] [--steps 100]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import SIZES, batches, build, device_args, device_name, make_data, peak_memory, supernet_argv, timed_step  # noqa: E402
+
+ALIGN = ["--align-lambda", "0.5", "--align-every", "4", "--align-warmup-epochs", "0"]
+METHODS = {
+    "spos": ["--sampler", "uniform"],
+    "magic-t": ["--sampler", "gradual", "--gradual-k", "1"],
+    "magic-a": ["--sampler", "uniform", *ALIGN],
+    "magic-at": ["--sampler", "gradual", "--gradual-k", "1", *ALIGN],
+}
+
+
+def build_method(method: str, data: str, size: str, extra, interval: int):
+    argv = supernet_argv(data, size, extra) + METHODS[method] + ["--anchor-eval-interval", str(interval)]
+    trainer, task = build(argv)
+    if method in ("spos", "magic-a"):  # handed the MAGIC-T walk, so that every method runs the same children
+        from fairseq_magic.samplers import GradualSampler
+
+        walk = GradualSampler(task.space, task.cfg.seed, gradual_k=1)
+        task.sampler = lambda update_num, previous=None: walk(update_num, previous)
+    return trainer, task
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per method")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--anchor-eval-interval", type=int, default=100)
+    parser.add_argument("--vocab", type=int, default=2000)
+    parser.add_argument("--fp16", action="store_true", help="GPU only")
+    parser.add_argument("--bf16", action="store_true", help="GPU only")
+    parser.add_argument("--data", default="")
+    parser.add_argument("--memory-of", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    extra = device_args(args.fp16, args.bf16)
+    batch_size = SIZES[args.size][5]
+
+    if args.memory_of:
+        def run():
+            trainer, task = build_method(args.memory_of, args.data, args.size, extra, args.anchor_eval_interval)
+            for sample in batches(task, args.warmup + 5, batch_size):
+                trainer.train_step([sample])
+            return sum(p.numel() for p in trainer.model.parameters())
+
+        print(json.dumps(peak_memory(run)))
+        return
+
+    data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
+    trainers = {m: build_method(m, data, args.size, extra, args.anchor_eval_interval) for m in METHODS}
+    times = {m: [] for m in METHODS}
+    samples = batches(trainers["spos"][1], args.warmup + args.steps, batch_size)
+    order = list(METHODS)
+    for i, sample in enumerate(samples):
+        for m in order[i % len(order):] + order[: i % len(order)]:  # rotate who goes first
+            t = timed_step(trainers[m][0], sample)
+            if i >= args.warmup:
+                times[m].append(t)
+    mean = {m: statistics.mean(v) for m, v in times.items()}
+
+    mem = {}
+    for m in METHODS:
+        cmd = [sys.executable, __file__, "--memory-of", m, "--data", data, "--size", args.size,
+               "--warmup", str(args.warmup), "--anchor-eval-interval", str(args.anchor_eval_interval)]
+        cmd += ["--fp16"] * args.fp16 + ["--bf16"] * args.bf16
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    print(f"device: {device_name()}; size: {args.size} {SIZES[args.size]}; steps: {args.steps} (+{args.warmup} warm-up); "
+          f"anchor scored every {args.anchor_eval_interval} updates on 256 sentences")
+    print(f"{'method':<10}{'mean step (ms)':>16}{'/ SPOS':>9}{'peak memory (MiB)':>20}")
+    for m in METHODS:
+        print(f"{m:<10}{mean[m] * 1e3:>16.1f}{mean[m] / mean['spos']:>9.3f}{mem[m]['peak_bytes'] / 2**20:>20.1f}")
+    print(f"MAGIC-T / SPOS: {mean['magic-t'] / mean['spos']:.3f} (target <= 1.02); "
+          f"MAGIC-AT / SPOS: {mean['magic-at'] / mean['spos']:.3f} (target <= 1.35); memory: {mem['spos']['kind']}")
+
+
+if __name__ == "__main__":
+    main()
