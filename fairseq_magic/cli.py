@@ -33,12 +33,15 @@ def cmd_spm(args) -> None:
         raise MagicError(f"no train.txt in {args.data} (run 'fairseq-magic corpus' first)")
     os.makedirs(args.out, exist_ok=True)
     prefix = os.path.join(args.out, "spm")
-    spm.SentencePieceTrainer.train(
-        input=train, model_prefix=prefix, vocab_size=args.vocab_size, model_type="unigram",
-        character_coverage=1.0, input_sentence_size=args.max_sentences, shuffle_input_sentence=True,
-        seed_sentencepiece_size=200000, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1,
-        num_threads=os.cpu_count() or 1, minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            input=train, model_prefix=prefix, vocab_size=args.vocab_size, model_type="unigram",
+            character_coverage=1.0, input_sentence_size=args.max_sentences, shuffle_input_sentence=True,
+            hard_vocab_limit=False,  # a small corpus gets the vocabulary it supports
+            bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, num_threads=os.cpu_count() or 1, minloglevel=2,
+        )
+    except RuntimeError as err:
+        raise MagicError(f"sentencepiece training failed: {str(err).strip().splitlines()[-1]}") from None
     sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
     for split in ("train", "valid", "test"):
         src = os.path.join(args.data, f"{split}.txt")
@@ -47,7 +50,7 @@ def cmd_spm(args) -> None:
         with open(src, encoding="utf-8") as fin, open(os.path.join(args.out, f"{split}.spm"), "w", encoding="utf-8") as fout:
             for line in fin:
                 fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")
-    print(f"sentencepiece model {prefix}.model ({args.vocab_size} pieces); encoded splits in {args.out}")
+    print(f"sentencepiece model {prefix}.model ({sp.get_piece_size()} pieces); encoded splits in {args.out}")
 
 
 def cmd_space(args) -> None:

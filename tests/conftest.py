@@ -44,6 +44,22 @@ def data_bin(tmp_path_factory) -> str:
     return str(root / "bin")
 
 
+@pytest.fixture(scope="session")
+def spm_data(tmp_path_factory) -> dict:
+    """Tiny data through the demo's own steps: corpus split, sentencepiece, preprocess."""
+    root = tmp_path_factory.mktemp("spm")
+    synthetic_corpus(str(root / "raw.txt"), 700, seed=4)
+    magic = [sys.executable, "-m", "fairseq_magic.cli"]
+    run(magic + ["corpus", "--out", str(root / "text"), "--corpus", str(root / "raw.txt")])
+    run(magic + ["spm", "--data", str(root / "text"), "--out", str(root / "spm"), "--vocab-size", "120"])
+    run([
+        sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+        "--trainpref", str(root / "spm" / "train.spm"), "--validpref", str(root / "spm" / "valid.spm"),
+        "--destdir", str(root / "bin"), "--workers", "1",
+    ])
+    return {"bin": str(root / "bin"), "spm": str(root / "spm" / "spm.model"), "text": str(root / "text")}
+
+
 def run(cmd: List[str], check: bool = True, env: Dict[str, str] = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), env=env)
     if check and proc.returncode != 0:
