@@ -1,6 +1,8 @@
 """Helpers shared by the benchmarks: data, trainers built as fairseq-train builds
 them, batches, timing and peak memory."""
 
+import argparse
+import json
 import os
 import resource
 import subprocess
@@ -132,3 +134,41 @@ def peak_memory(run) -> dict:
 
 def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+
+
+def benchmark_parser(doc: str, steps: int, models) -> argparse.ArgumentParser:
+    """Options every benchmark takes; ``--memory-of`` is the per-model child process."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--vocab", type=int, default=2000)
+    parser.add_argument("--fp16", action="store_true", help="GPU only")
+    parser.add_argument("--bf16", action="store_true", help="GPU only")
+    parser.add_argument("--data", default="", help="a fairseq-preprocess'ed directory (default: generated)")
+    parser.add_argument("--memory-of", choices=sorted(models), help=argparse.SUPPRESS)
+    return parser
+
+
+def print_memory_of(build_model, steps: int, batch_size: int) -> None:
+    """In the per-model process: build, train ``steps`` steps, print peak memory as JSON."""
+
+    def run():
+        trainer, task = build_model()
+        for sample in batches(task, steps, batch_size):
+            trainer.train_step([sample])
+        return sum(p.numel() for p in trainer.model.parameters())
+
+    print(json.dumps(peak_memory(run)))
+
+
+def memory_per_model(script: str, models, data: str, args, *extra: str) -> dict:
+    """Peak memory of each model, each measured in a fresh process running ``script``."""
+    mem = {}
+    for name in models:
+        cmd = [sys.executable, script, "--memory-of", name, "--data", data, "--size", args.size,
+               "--warmup", str(args.warmup), *extra]
+        cmd += ["--fp16"] * args.fp16 + ["--bf16"] * args.bf16
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        mem[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    return mem

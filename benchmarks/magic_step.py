@@ -15,16 +15,16 @@ Prints the mean step time of each method and the ratios MAGIC-T / SPOS (target
     python benchmarks/magic_step.py [--size base] [--steps 100]
 """
 
-import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SIZES, batches, build, device_args, device_name, make_data, peak_memory, supernet_argv, timed_step  # noqa: E402
+from common import (  # noqa: E402
+    SIZES, batches, benchmark_parser, build, device_args, device_name, make_data, memory_per_model, print_memory_of,
+    supernet_argv, timed_step,
+)
 
 ALIGN = ["--align-lambda", "0.5", "--align-every", "4", "--align-warmup-epochs", "0"]
 METHODS = {
@@ -47,28 +47,14 @@ def build_method(method: str, data: str, size: str, extra, interval: int):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--steps", type=int, default=100, help="timed steps per method")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser = benchmark_parser(__doc__, steps=100, models=METHODS)
     parser.add_argument("--anchor-eval-interval", type=int, default=100)
-    parser.add_argument("--vocab", type=int, default=2000)
-    parser.add_argument("--fp16", action="store_true", help="GPU only")
-    parser.add_argument("--bf16", action="store_true", help="GPU only")
-    parser.add_argument("--data", default="")
-    parser.add_argument("--memory-of", choices=sorted(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     extra = device_args(args.fp16, args.bf16)
     batch_size = SIZES[args.size][5]
-
     if args.memory_of:
-        def run():
-            trainer, task = build_method(args.memory_of, args.data, args.size, extra, args.anchor_eval_interval)
-            for sample in batches(task, args.warmup + 5, batch_size):
-                trainer.train_step([sample])
-            return sum(p.numel() for p in trainer.model.parameters())
-
-        print(json.dumps(peak_memory(run)))
+        build_one = lambda: build_method(args.memory_of, args.data, args.size, extra, args.anchor_eval_interval)  # noqa: E731
+        print_memory_of(build_one, args.warmup + 5, batch_size)
         return
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
@@ -83,13 +69,7 @@ def main():
                 times[m].append(t)
     mean = {m: statistics.mean(v) for m, v in times.items()}
 
-    mem = {}
-    for m in METHODS:
-        cmd = [sys.executable, __file__, "--memory-of", m, "--data", data, "--size", args.size,
-               "--warmup", str(args.warmup), "--anchor-eval-interval", str(args.anchor_eval_interval)]
-        cmd += ["--fp16"] * args.fp16 + ["--bf16"] * args.bf16
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
+    mem = memory_per_model(__file__, METHODS, data, args, "--anchor-eval-interval", str(args.anchor_eval_interval))
 
     print(f"device: {device_name()}; size: {args.size} {SIZES[args.size]}; steps: {args.steps} (+{args.warmup} warm-up); "
           f"anchor scored every {args.anchor_eval_interval} updates on 256 sentences")

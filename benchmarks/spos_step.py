@@ -16,16 +16,18 @@ next to what the super-net's extra parameters account for.
     python benchmarks/spos_step.py --size base     # BERT-base sizes (use a GPU)
 """
 
-import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SIZES, batches, build, common_argv, device_args, device_name, make_data, peak_memory, supernet_argv, timed_step  # noqa: E402
+from common import (  # noqa: E402
+    SIZES, batches, benchmark_parser, build, common_argv, device_args, device_name, make_data, memory_per_model,
+    print_memory_of, supernet_argv, timed_step,
+)
+
+MODELS = ("roberta", "supernet")
 
 
 def argv_for(model: str, data: str, size: str, extra) -> list:
@@ -47,27 +49,11 @@ def build_fixed(model: str, data: str, size: str, extra):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per model")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--vocab", type=int, default=2000)
-    parser.add_argument("--fp16", action="store_true", help="GPU only")
-    parser.add_argument("--bf16", action="store_true", help="GPU only")
-    parser.add_argument("--data", default="", help="a fairseq-preprocess'ed directory (default: generated)")
-    parser.add_argument("--memory-of", choices=["roberta", "supernet"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, steps=30, models=MODELS).parse_args()
     extra = device_args(args.fp16, args.bf16)
     batch_size = SIZES[args.size][5]
-
     if args.memory_of:
-        def run():
-            trainer, task = build_fixed(args.memory_of, args.data, args.size, extra)
-            for sample in batches(task, args.warmup + 5, batch_size):
-                trainer.train_step([sample])
-            return sum(p.numel() for p in trainer.model.parameters())
-
-        print(json.dumps(peak_memory(run)))
+        print_memory_of(lambda: build_fixed(args.memory_of, args.data, args.size, extra), args.warmup + 5, batch_size)
         return
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
@@ -82,13 +68,7 @@ def main():
                 times[name].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
 
-    mem = {}
-    for name in ("roberta", "supernet"):
-        cmd = [sys.executable, __file__, "--memory-of", name, "--data", data, "--size", args.size, "--warmup", str(args.warmup)]
-        cmd += ["--fp16"] * args.fp16 + ["--bf16"] * args.bf16
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        mem[name] = json.loads(out.stdout.strip().splitlines()[-1])
-
+    mem = memory_per_model(__file__, MODELS, data, args)
     extra_params = mem["supernet"]["params"] - mem["roberta"]["params"]
     bytes_per_param = 2 if (args.fp16 or args.bf16) else 4  # unsampled operators: weights only, no grads, no Adam state
     print(f"device: {device_name()}; size: {args.size} {SIZES[args.size]}; steps: {args.steps} (+{args.warmup} warm-up)")

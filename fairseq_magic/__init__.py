@@ -23,3 +23,4 @@ else:
     from . import criterions, models, tasks  # noqa: F401,E402
 
 __version__ = "0.1.0"
+__all__ = ["MagicError", "SearchSpace", "SpaceError", "load_child", "save_child", "__version__"]

@@ -3,6 +3,7 @@
     fairseq-magic corpus --out data/corpus            # embedded default corpus
     fairseq-magic spm --data data/corpus --out data/spm --vocab-size 8000
     fairseq-magic space --arch magic_supernet_analysis  # sizes of a space's operators
+    fairseq-magic export --checkpoint supernet.pt --arch found.json --out child/model.pt
 
 Training itself is plain ``fairseq-train --user-dir fairseq_magic ...``.
 """
@@ -78,6 +79,18 @@ def cmd_space(args) -> None:
         print(f"{op.name:<10}{space.operator_params(op):>14,}{space.operator_flops(op, args.seq_len):>16,}")
 
 
+def cmd_export(args) -> None:
+    """Write a child of a super-net checkpoint as a stand-alone magic_child checkpoint."""
+    from . import models  # noqa: F401  (registers the architectures)
+    from .export import export_child
+
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    result = export_child(args.checkpoint, args.arch, args.out)
+    logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
+    print(result["out"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-magic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--max-sentences", type=int, default=200000, help="sentences sampled to train the model")
     p.set_defaults(func=cmd_spm)
+
+    p = sub.add_parser(
+        "export", help="write a child of a trained super-net as a stand-alone magic_child checkpoint",
+        description="Write a child of a trained super-net as a stand-alone magic_child checkpoint that "
+        "inherits the super-net's weights, for fairseq-train --restore-file, sentence_prediction and from_pretrained.",
+    )
+    p.add_argument("--checkpoint", required=True, help="super-net checkpoint (e.g. checkpoints/spos/checkpoint_best.pt)")
+    p.add_argument("--arch", required=True, help="the child: an architecture string or a JSON architecture file")
+    p.add_argument("--out", required=True, help="where to write the child's checkpoint")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")
     p.add_argument("--arch", default="magic_supernet")

@@ -59,6 +59,9 @@ def _checked(load_checkpoint_to_cpu):
             raise MagicError(f"cannot read checkpoint {path}: {first}") from err
         if not isinstance(state, dict) or "model" not in state:
             raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+        from .models.child import complete_child_config
+
+        complete_child_config(state)
         return state
 
     wrapper._fairseq_magic = True

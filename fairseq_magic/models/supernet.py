@@ -39,8 +39,8 @@ from fairseq.utils import safe_getattr, safe_hasattr
 from omegaconf import II, OmegaConf
 
 from ..errors import MagicError
-from ..modules import SupernetLayer
-from ..space import Child, SearchSpace, SpaceError, load_child
+from ..modules import ChildLayer, SupernetLayer, build_sublayer
+from ..space import Child, SearchSpace, load_child
 
 ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
 
@@ -126,19 +126,27 @@ class FactorizedLMHead(RobertaLMHead):
 
 
 class SupernetTransformerEncoder(TransformerEncoder):
-    """fairseq's TransformerEncoder whose layers are super-net layers."""
+    """fairseq's TransformerEncoder whose layers are super-net layers, or, given a
+    child, that child's operators only (a stand-alone ``magic_child``)."""
 
-    def __init__(self, args, dictionary, embed_tokens, space: SearchSpace):
-        self.space = space  # read by build_encoder_layer during super().__init__
+    def __init__(self, args, dictionary, embed_tokens, space: SearchSpace, child: Optional[Child] = None):
+        # read by build_encoder_layer, which fairseq calls once per layer during super().__init__
+        self.space, self.child, self._layers_built = space, child, 0
         super().__init__(args, dictionary, embed_tokens)
 
     def build_encoder_layer(self, args):
-        return SupernetLayer(self.space, args)
+        if self.child is None:
+            return SupernetLayer(self.space, args)
+        op = self.space.candidates[self.child[self._layers_built]]
+        self._layers_built += 1
+        return build_sublayer(op, self.space, args, cls=ChildLayer)
 
 
 class SupernetEncoder(RobertaEncoder):
-    def __init__(self, args, dictionary, space: SearchSpace):
-        self.space = space  # read by the build_* factories during super().__init__
+    """RoBERTa's encoder with super-net (or child) layers and factorised embeddings."""
+
+    def __init__(self, args, dictionary, space: SearchSpace, child: Optional[Child] = None):
+        self.space, self.child = space, child  # read by the build_* factories during super().__init__
         super().__init__(args, dictionary)
 
     @property
@@ -151,7 +159,7 @@ class SupernetEncoder(RobertaEncoder):
         return FactorizedEmbedding(vocab_size, self.space.embed_dim, embedding_dim, padding_idx)
 
     def build_encoder(self, args, dictionary, embed_tokens):
-        encoder = SupernetTransformerEncoder(args, dictionary, embed_tokens, self.space)
+        encoder = SupernetTransformerEncoder(args, dictionary, embed_tokens, self.space, self.child)
         encoder.apply(init_bert_params)
         return encoder
 
@@ -164,10 +172,18 @@ class SupernetEncoder(RobertaEncoder):
 SEARCH_STATE_KEY = "search_state"
 
 
+def encode_json(value) -> torch.Tensor:
+    """A JSON-able value as a uint8 tensor, to ride along in a state dict."""
+    return torch.tensor(list(json.dumps(value, sort_keys=True).encode()), dtype=torch.uint8)
+
+
+def decode_json(tensor: torch.Tensor):
+    return json.loads(bytes(tensor.tolist()).decode())
+
+
 def _save_search_state(module, state_dict, prefix, local_metadata):
-    """State-dict hook: the search state rides along as a JSON byte tensor."""
-    encoded = json.dumps(module.search_state, sort_keys=True).encode()
-    state_dict[prefix + SEARCH_STATE_KEY] = torch.tensor(list(encoded), dtype=torch.uint8)
+    """State-dict hook: the search state is saved with the weights."""
+    state_dict[prefix + SEARCH_STATE_KEY] = encode_json(module.search_state)
 
 
 def _load_search_state(module, state_dict, prefix, *args):
@@ -175,7 +191,7 @@ def _load_search_state(module, state_dict, prefix, *args):
     encoded = state_dict.pop(prefix + SEARCH_STATE_KEY, None)
     if encoded is not None:
         module.search_state.clear()
-        module.search_state.update(json.loads(bytes(encoded.tolist()).decode()))
+        module.search_state.update(decode_json(encoded))
 
 
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)

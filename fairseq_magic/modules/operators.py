@@ -102,8 +102,9 @@ class Sublayer(nn.Module):
         return self.layer_norm(x + self.dropout(self.op(x, padding_mask)))
 
 
-def build_sublayer(op: Operator, space: SearchSpace, cfg) -> Sublayer:
-    """Build one candidate as a sub-layer; ``cfg`` carries dropouts and activation."""
+def build_sublayer(op: Operator, space: SearchSpace, cfg, cls=None) -> "Sublayer":
+    """Build one candidate as a sub-layer (of class ``cls``, default Sublayer);
+    ``cfg`` carries dropouts and activation."""
     d = space.hidden_dim
     if op.kind == "MHA":
         body = SelfAttention(d, op.size, space.qkv_dim, cfg.attention_dropout)
@@ -111,7 +112,20 @@ def build_sublayer(op: Operator, space: SearchSpace, cfg) -> Sublayer:
         body = FeedForward(d, op.size, cfg.activation_fn, cfg.activation_dropout)
     else:
         body = SeparableConv(d, op.size)
-    return Sublayer(body, d, cfg.dropout)
+    return (cls or Sublayer)(body, d, cfg.dropout)
+
+
+class ChildLayer(Sublayer):
+    """A stand-alone child's layer: one operator, called as fairseq's encoder calls layers.
+
+    Its parameters are named as the chosen candidate's in the super-net, less the
+    ``candidates.<c>.`` level, so exporting a child is a renaming of keys."""
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Called by fairseq's encoder on load; this layout has had no older format."""
+
+    def forward(self, x: Tensor, encoder_padding_mask: Optional[Tensor] = None, attn_mask=None) -> Tensor:
+        return super().forward(x, encoder_padding_mask)
 
 
 class SupernetLayer(nn.Module):

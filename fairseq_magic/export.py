@@ -1,0 +1,88 @@
+"""Export a child of a trained super-net as a stand-alone ``magic_child`` checkpoint.
+
+The child inherits the super-net's weights: its chosen operators (keys
+``...layers.<i>.candidates.<c>.<rest>`` become ``...layers.<i>.<rest>``), the
+embeddings, LM head and any classification heads. The checkpoint's config
+names ``--arch magic_child`` with the resolved architecture and sizes and the
+plain ``masked_lm`` task, so fairseq's own recipes (``--restore-file`` with
+``--reset-optimizer``, ``sentence_prediction``, ``from_pretrained``) load it.
+"""
+
+import re
+from typing import Dict, Union
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.tasks.masked_lm import MaskedLMConfig
+from omegaconf import OmegaConf
+
+from .errors import MagicError
+from .models.child import CHILD_SPEC_KEY
+from .models.supernet import SEARCH_STATE_KEY, encode_json, resolve_child, space_from_args
+from .space import Child, SearchSpace
+
+SPEC_KEYS = ("child_arch", "encoder_embed_dim", "encoder_ffn_embed_dim", "attention_qkv_dim", "embed_factor_dim")
+_CANDIDATE_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)candidates\.(\d+)\.(.*)$")
+
+
+def load_supernet_checkpoint(path: str):
+    """(state, model config, space) of a super-net checkpoint; a clear error otherwise."""
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    cfg = state.get("cfg")
+    model_cfg = cfg.get("model") if cfg is not None else None
+    name = str(model_cfg.get("_name", "")) if model_cfg is not None else ""
+    if not name.startswith("magic_supernet") or "supernet_layers" not in model_cfg:
+        raise MagicError(f"{path} is not a fairseq-magic super-net checkpoint (its model is '{name or 'unknown'}')")
+    return state, model_cfg, space_from_args(model_cfg)
+
+
+def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child) -> Dict[str, torch.Tensor]:
+    """The super-net's weights that a child uses, under the child's names."""
+    out = {}
+    for key, value in supernet_state.items():
+        match = _CANDIDATE_KEY.match(key)
+        if match:
+            prefix, layer, candidate, rest = match.groups()
+            if int(candidate) == child[int(layer)]:
+                out[prefix + rest] = value
+        elif key != SEARCH_STATE_KEY:
+            out[key] = value
+    return out
+
+
+def child_model_cfg(supernet_cfg, space: SearchSpace, child: Child) -> dict:
+    """The magic_child model config: the super-net's settings, the child's architecture."""
+    keep = ("dropout", "attention_dropout", "activation_dropout", "activation_fn", "pooler_activation_fn",
+            "pooler_dropout", "max_positions", "untie_weights_roberta", "spectral_norm_classification_head")
+    cfg = {k: supernet_cfg[k] for k in keep if k in supernet_cfg}
+    cfg.update(
+        _name="magic_child", child_arch=space.format(child), encoder_embed_dim=space.hidden_dim,
+        encoder_ffn_embed_dim=space.ffn_dim, attention_qkv_dim=space.qkv_dim, embed_factor_dim=space.embed_dim,
+    )
+    return cfg
+
+
+def export_child(checkpoint: str, arch: Union[str, Child], out: str) -> dict:
+    """Write ``out``: the child ``arch`` of super-net ``checkpoint`` as a magic_child checkpoint."""
+    state, model_cfg, space = load_supernet_checkpoint(checkpoint)
+    child = resolve_child(arch, space)
+    cfg = OmegaConf.to_container(state["cfg"], resolve=True)
+    cfg["model"] = child_model_cfg(model_cfg, space, child)
+    masked_lm_fields = set(MaskedLMConfig.__dataclass_fields__)
+    cfg["task"] = {k: v for k, v in cfg["task"].items() if k in masked_lm_fields}
+    cfg["task"]["_name"] = "masked_lm"
+    cfg["criterion"] = {"_name": "masked_lm", "tpu": False}
+    weights = child_state_dict(state["model"], child)
+    weights[CHILD_SPEC_KEY] = encode_json({k: v for k, v in cfg["model"].items() if k in SPEC_KEYS})
+    exported = {
+        "args": None,
+        "cfg": cfg,
+        "model": weights,
+        "optimizer_history": [
+            {"criterion_name": "MaskedLmLoss", "optimizer_name": "none", "lr_scheduler_state": {"best": None}, "num_updates": 0}
+        ],
+        "extra_state": {"exported_from": checkpoint, "supernet_updates": state["optimizer_history"][-1].get("num_updates")},
+    }
+    torch.save(exported, out)
+    params = sum(v.numel() for k, v in weights.items() if v.is_floating_point() and not k.endswith(".version"))
+    return {"arch": space.format(child), "params": params, "out": out}

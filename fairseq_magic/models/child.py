@@ -1,0 +1,134 @@
+"""``magic_child``: a found architecture as a stand-alone fairseq RoBERTa model.
+
+It holds only the child's operators (no unused candidates), names them as the
+super-net does less the ``candidates.<c>.`` level, and is a ``RobertaModel``,
+so fairseq's masked-LM and sentence-prediction recipes, classification heads
+and the hub interface work as for RoBERTa:
+
+    fairseq-train data-bin --user-dir fairseq_magic --task masked_lm --criterion masked_lm \\
+        --arch magic_child --child-arch found.json ...
+
+``--child-arch`` takes an architecture file (which carries its space: hidden
+size, FFN and Q/K/V widths, embedding factorisation) or a string with the
+sizes given by the other options. The model saves the resolved architecture
+and sizes with its weights, and the plugin's checkpoint loader completes the
+config from them, so a checkpoint rebuilds without the architecture file.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model
+from fairseq.models.roberta.model import RobertaModel, base_architecture as roberta_base_architecture
+from fairseq.utils import safe_getattr
+from omegaconf import OmegaConf
+
+from ..errors import MagicError
+from ..space import Child, SearchSpace, load_child
+from .supernet import ACTIVATIONS, SupernetEncoder, decode_json, encode_json
+
+CHILD_SPEC_KEY = "child_spec"
+
+
+@dataclass
+class MagicChildConfig(FairseqDataclass):
+    child_arch: str = field(default="", metadata={"help": "the child: an architecture file, or a string like MHA12,FFN,CONV3"})
+    encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size (when --child-arch is a string)"})
+    encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "inner size of a bare FFN (string --child-arch)"})
+    attention_qkv_dim: int = field(default=0, metadata={"help": "Q/K/V width of every MHA (0: hidden size)"})
+    embed_factor_dim: int = field(default=0, metadata={"help": "factorised embedding width (0: none)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
+    pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
+    pooler_dropout: float = field(default=0.0, metadata={"help": "classification head dropout"})
+    max_positions: Optional[int] = field(default=None, metadata={"help": "positions (default: the task's)"})
+    untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
+    spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
+
+
+def child_from_args(args):
+    """(space, child) of a magic_child config; the space holds just the child's operators."""
+    arch = str(safe_getattr(args, "child_arch", "") or "").strip()
+    if not arch:
+        raise MagicError("--arch magic_child needs --child-arch (an architecture file or string)")
+    if arch.endswith(".json") or os.path.isfile(arch):
+        file_space, file_child = load_child(arch)
+        ops = [file_space.candidates[c].name for c in file_child]
+        dims = dict(hidden_dim=file_space.hidden_dim, ffn_dim=file_space.ffn_dim,
+                    qkv_dim=file_space.qkv_dim, embed_dim=file_space.embed_dim)
+    else:
+        ops = [op.strip() for op in arch.split(",")]
+        dims = dict(hidden_dim=int(args.encoder_embed_dim), ffn_dim=int(args.encoder_ffn_embed_dim),
+                    qkv_dim=int(safe_getattr(args, "attention_qkv_dim", 0) or 0),
+                    embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0))
+    if any(not op for op in ops):
+        raise MagicError(f"empty operator in --child-arch '{arch}'")
+    space = SearchSpace.build(len(ops), ",".join(dict.fromkeys(ops)), **dims)
+    return space, space.parse(",".join(ops))
+
+
+def complete_child_config(state: dict) -> None:
+    """Give a magic_child checkpoint's config the architecture and sizes the model
+    saved with its weights. fairseq saves the config as given on the command line,
+    where ``--child-arch`` may be a file that is not there when the checkpoint is
+    loaded elsewhere; the model's own copy makes the checkpoint self-contained."""
+    cfg, weights = state.get("cfg"), state.get("model") or {}
+    if cfg is None or CHILD_SPEC_KEY not in weights or cfg["model"].get("_name") != "magic_child":
+        return
+    spec = decode_json(weights[CHILD_SPEC_KEY])
+    for key, value in spec.items():
+        cfg["model"][key] = value
+
+
+def _save_child_spec(module, state_dict, prefix, local_metadata):
+    space = module.space
+    state_dict[prefix + CHILD_SPEC_KEY] = encode_json(dict(
+        child_arch=space.format(module.child), encoder_embed_dim=space.hidden_dim,
+        encoder_ffn_embed_dim=space.ffn_dim, attention_qkv_dim=space.qkv_dim, embed_factor_dim=space.embed_dim,
+    ))
+
+
+def _drop_child_spec(module, state_dict, prefix, *args):
+    state_dict.pop(prefix + CHILD_SPEC_KEY, None)
+
+
+@register_model("magic_child", dataclass=MagicChildConfig)
+class MagicChildModel(RobertaModel):
+    def __init__(self, args, encoder):
+        super().__init__(args, encoder)
+        self._register_state_dict_hook(_save_child_spec)
+        self.register_load_state_dict_pre_hook(_drop_child_spec)
+    @classmethod
+    def add_args(cls, parser):
+        gen_parser_from_dataclass(parser, MagicChildConfig(), delete_default=True)
+
+    @classmethod
+    def build_model(cls, args, task):
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, False)
+        roberta_base_architecture(args)
+        space, child = child_from_args(args)
+        args.encoder_embed_dim, args.encoder_ffn_embed_dim = space.hidden_dim, space.ffn_dim
+        args.attention_qkv_dim, args.embed_factor_dim = space.qkv_dim, space.embed_dim
+        args.encoder_layers = space.num_layers
+        if safe_getattr(args, "max_positions", None) is None:
+            args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
+        encoder = SupernetEncoder(args, task.source_dictionary, space, child)
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, True)
+        return cls(args, encoder)
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.encoder.space
+
+    @property
+    def child(self) -> Child:
+        return self.encoder.child
