@@ -31,8 +31,9 @@ SAVE=checkpoints/demo-$NAME
     --trainpref "$DATA/spm/train.spm" --validpref "$DATA/spm/valid.spm" --testpref "$DATA/spm/test.spm" \
     --destdir "$DATA/bin" --workers 2
 
-# SPOS super-net training: a uniformly sampled child per update.
-fairseq-train "$DATA/bin" --user-dir fairseq_magic \
+# SPOS super-net training: a uniformly sampled child per update. (Skipped when a
+# previous run finished: resuming a finished run would still take one more step.)
+[ -f "$SAVE/done-$MAX_UPDATE" ] || fairseq-train "$DATA/bin" --user-dir fairseq_magic \
     --task magic_masked_lm --criterion magic_mlm --arch magic_supernet_tiny \
     --sampler uniform --valid-children 4 \
     --tokens-per-sample 128 --batch-size 16 \
@@ -41,6 +42,7 @@ fairseq-train "$DATA/bin" --user-dir fairseq_magic \
     --max-update "$MAX_UPDATE" --validate-interval-updates 100 --save-interval-updates 100 \
     --keep-interval-updates 1 --no-epoch-checkpoints --cpu --num-workers 0 \
     --log-format simple --log-interval 25 --seed 1 --save-dir "$SAVE"
+touch "$SAVE/done-$MAX_UPDATE"
 
 # The validation loss of several children under the shared weights.
 fairseq-validate "$DATA/bin" --user-dir fairseq_magic --task magic_masked_lm \
