@@ -3,7 +3,8 @@
     fairseq-magic corpus --out data/corpus            # embedded default corpus
     fairseq-magic spm --data data/corpus --out data/spm --vocab-size 8000
     fairseq-magic space --arch magic_supernet_analysis  # sizes of a space's operators
-    fairseq-magic export --checkpoint supernet.pt --arch found.json --out child/model.pt
+    fairseq-magic search --checkpoint supernet.pt --out search/ --max-params 60e6
+    fairseq-magic export --checkpoint supernet.pt --arch search/best.json --out child/model.pt
 
 Training itself is plain ``fairseq-train --user-dir fairseq_magic ...``.
 """
@@ -91,6 +92,90 @@ def cmd_export(args) -> None:
     print(result["out"])
 
 
+def load_supernet_for_scoring(args):
+    """The super-net of ``args.checkpoint`` on its device, its task, and the cached scoring batches."""
+    import torch
+    from fairseq import checkpoint_utils, utils
+
+    from . import models  # noqa: F401
+    from .export import load_supernet_checkpoint
+    from .scoring import validation_batches
+
+    state, _, space = load_supernet_checkpoint(args.checkpoint)
+    overrides = {"data": args.data} if args.data else {}
+    data = args.data or state["cfg"]["task"]["data"]
+    if not os.path.isfile(os.path.join(str(data).split(os.pathsep)[0], "dict.txt")):
+        raise MagicError(f"no dict.txt in data directory '{data}' (give --data, a fairseq-preprocess output)")
+    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint], arg_overrides=overrides, state=state)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    model.to(device).eval()
+    if args.fp16:
+        model.half()
+    batches = [utils.apply_to_sample(lambda t: t.to(device), b)
+               for b in validation_batches(task, args.subset, args.sentences, args.batch_size)]
+    if not batches:
+        raise MagicError(f"no validation data in subset '{args.subset}' of {data}")
+    return model, task, space, batches
+
+
+def cmd_search(args) -> None:
+    """Evolution or random search over a trained super-net under size limits."""
+    import json
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .search import Constraints, Limits, evolution, random_search
+    from .scoring import score_children
+    from .space import save_child
+
+    model, task, space, batches = load_supernet_for_scoring(args)
+    limits = Limits(args.min_params, args.max_params, args.min_flops, args.max_flops, args.seq_len)
+    constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions)
+    results = {}
+    bar = tqdm(desc="children scored", unit="child", disable=args.no_progress_bar)
+
+    def score(children):
+        for child, s in zip(children, score_children(model, model, children, batches)):
+            results[child] = s
+        bar.update(len(children))
+        return [results[c].value(args.metric) for c in children]
+
+    rng = np.random.default_rng(args.seed)
+    if args.algorithm == "evolution":
+        def report(gen, scores):
+            best = max(scores, key=scores.get)
+            logger.info(f"generation {gen + 1}/{args.generations}: {len(scores)} children scored; best: loss "
+                        f"{results[best].loss:.4f} accuracy {results[best].accuracy:.4f} {space.format(best)}")
+
+        evolution(score, constraints, rng, args.population, args.generations, args.parents, args.mutation_prob, report)
+    else:
+        random_search(score, constraints, rng, args.children)
+    bar.close()
+
+    ranked = sorted(results, key=lambda c: results[c].value(args.metric), reverse=True)
+    top = [
+        {"arch": space.format(c), "loss": results[c].loss, "accuracy": results[c].accuracy,
+         "params": constraints.params(c), "flops": constraints.flops(c)}
+        for c in ranked[: args.top]
+    ]
+    os.makedirs(args.out, exist_ok=True)
+    record = {
+        "checkpoint": os.path.abspath(args.checkpoint), "algorithm": args.algorithm, "seed": args.seed,
+        "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "scored": len(results),
+        "limits": vars(limits), "space": space.to_dict(), "top": top,
+    }
+    with open(os.path.join(args.out, "search.json"), "w") as f:
+        json.dump(record, f, indent=2, default=float)
+    best_file = os.path.join(args.out, "best.json")
+    save_child(best_file, space, ranked[0], loss=results[ranked[0]].loss, accuracy=results[ranked[0]].accuracy,
+               params=constraints.params(ranked[0]), flops=constraints.flops(ranked[0]))
+    print(f"{'rank':>4}  {'loss':>7}  {'acc':>6}  {'params':>12}  {'GFLOPs':>8}  architecture")
+    for i, row in enumerate(top, 1):
+        print(f"{i:>4}  {row['loss']:>7.4f}  {row['accuracy']:>6.4f}  {row['params']:>12,}  {row['flops'] / 1e9:>8.3f}  {row['arch']}")
+    print(f"{len(results)} children scored; best architecture written to {best_file}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-magic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +193,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--max-sentences", type=int, default=200000, help="sentences sampled to train the model")
     p.set_defaults(func=cmd_spm)
+
+    p = sub.add_parser(
+        "search", help="evolutionary or random search of a trained super-net under parameter/FLOPs limits",
+        description="Score children of a trained super-net with its shared weights on a fixed validation "
+        "slice and search them by evolution (SPOS-style) or at random, under parameter and FLOPs limits. "
+        "Writes OUT/search.json (top children with scores, sizes, FLOPs) and OUT/best.json (an architecture file "
+        "for 'fairseq-magic export' and '--arch magic_child --child-arch').",
+    )
+    p.add_argument("--checkpoint", required=True, help="trained super-net checkpoint")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--data", default="", help="data-bin directory (default: the one the super-net was trained on)")
+    p.add_argument("--subset", default="valid", help="data split to score on")
+    p.add_argument("--sentences", type=int, default=512, help="validation sentences (blocks) scored per child")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--algorithm", choices=["evolution", "random"], default="evolution")
+    p.add_argument("--population", type=int, default=50)
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--parents", type=int, default=10, help="best children kept as parents each generation")
+    p.add_argument("--mutation-prob", type=float, default=0.1, help="probability to re-draw each layer")
+    p.add_argument("--children", type=int, default=500, help="random search: children to score")
+    p.add_argument("--metric", choices=["loss", "accuracy"], default="loss",
+                   help="rank by masked-LM loss (lower is better) or accuracy")
+    p.add_argument("--max-params", type=float, default=float("inf"), help="parameters of the whole model, embeddings included")
+    p.add_argument("--min-params", type=float, default=0)
+    p.add_argument("--max-flops", type=float, default=float("inf"), help="forward FLOPs of the layers per sequence")
+    p.add_argument("--min-flops", type=float, default=0)
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs")
+    p.add_argument("--top", type=int, default=10, help="children listed in the output")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cpu", action="store_true", help="score on the CPU even when a GPU is there")
+    p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
+    p.add_argument("--no-progress-bar", action="store_true")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
         "export", help="write a child of a trained super-net as a stand-alone magic_child checkpoint",

@@ -7,6 +7,7 @@ scores its own share of the batches and one all-reduce adds the sums up, so
 every rank gets the same numbers and takes the same decision.
 """
 
+import math
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -18,7 +19,7 @@ from .space import Child
 
 @dataclass
 class ChildScore:
-    loss: float  # masked-LM loss per masked token (nats)
+    loss: float  # masked-LM loss per masked token, in bits (base 2, as fairseq logs it)
     accuracy: float  # masked-LM accuracy
 
     def value(self, metric: str) -> float:
@@ -74,4 +75,6 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
     if rank_and_world()[1] > 1:
         torch.distributed.all_reduce(sums)
     sums = sums.cpu()
-    return [ChildScore(loss=float(s[0] / max(s[2], 1)), accuracy=float(s[1] / max(s[2], 1))) for s in sums]
+    return [
+        ChildScore(loss=float(s[0] / max(s[2], 1) / math.log(2)), accuracy=float(s[1] / max(s[2], 1))) for s in sums
+    ]

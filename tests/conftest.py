@@ -60,11 +60,24 @@ def spm_data(tmp_path_factory) -> dict:
     return {"bin": str(root / "bin"), "spm": str(root / "spm" / "spm.model"), "text": str(root / "text")}
 
 
+@pytest.fixture(scope="session")
+def supernet(data_bin, tmp_path_factory) -> str:
+    """A briefly trained super-net checkpoint (factorised embeddings)."""
+    save = tmp_path_factory.mktemp("supernet")
+    fairseq_train(data_bin, str(save), "--max-update", "6", "--embed-factor-dim", "16")
+    return str(save / "checkpoint_last.pt")
+
+
 def run(cmd: List[str], check: bool = True, env: Dict[str, str] = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def magic(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The fairseq-magic command line."""
+    return run([sys.executable, "-m", "fairseq_magic.cli", *args], check=check)
 
 
 def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:

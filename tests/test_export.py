@@ -6,23 +6,11 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import COMMON, PLUGIN, fairseq_train, load_state, run, train_log
+from conftest import COMMON, load_state, magic, run, train_log
 from fairseq_magic.space import SearchSpace, save_child
 
 ARCH = "MHA2,FFN,CONV3,CONV5,FFN,MHA2"
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64, embed_dim=16)
-FACTOR = ["--embed-factor-dim", "16"]
-
-
-@pytest.fixture(scope="module")
-def supernet(data_bin, tmp_path_factory):
-    save = tmp_path_factory.mktemp("supernet")
-    fairseq_train(data_bin, str(save), "--max-update", "6", *FACTOR)
-    return str(save / "checkpoint_last.pt")
-
-
-def magic(*args, check=True):
-    return run([sys.executable, "-m", "fairseq_magic.cli", *args], check=check)
 
 
 def test_exported_child_computes_what_the_supernet_computes(supernet, tmp_path):

@@ -1,0 +1,167 @@
+"""Search a trained super-net: evolution or random search under size limits.
+
+Children are scored with the shared weights on a fixed validation slice (see
+``scoring.py``): the batches are collated and moved to the device once, a child
+is chosen by flipping each layer's active index (no rebuilding, no weight
+copies), and every child is scored at most once. Limits on parameters (the
+whole model, embeddings included) and forward FLOPs (per sequence of
+``seq_len`` tokens) are checked before a child is scored; limits no child can
+meet are an error.
+
+Evolution follows SPOS (Guo et al. 2020): keep the ``parents`` best of each
+generation, make half of the next by mutation (each layer re-drawn with
+probability ``mutation_prob``) and half by uniform crossover of two parents,
+all seeded.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .errors import MagicError
+from .samplers import uniform_child
+from .space import Child, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    min_params: float = 0
+    max_params: float = float("inf")
+    min_flops: float = 0
+    max_flops: float = float("inf")
+    seq_len: int = 128
+
+
+class Constraints:
+    """Parameter and FLOP limits of one search, with the sizes they are checked on."""
+
+    def __init__(self, space: SearchSpace, limits: Limits, vocab_size: int, max_positions: int):
+        self.space, self.limits = space, limits
+        self.shared = space.embedding_params(vocab_size, max_positions)
+        self._check_feasible()
+
+    def params(self, child: Child) -> int:
+        return self.shared + self.space.layer_params(child)
+
+    def flops(self, child: Child) -> int:
+        return self.space.flops(child, self.limits.seq_len)
+
+    def ok(self, child: Child) -> bool:
+        lim = self.limits
+        return lim.min_params <= self.params(child) <= lim.max_params and lim.min_flops <= self.flops(child) <= lim.max_flops
+
+    def _check_feasible(self) -> None:
+        space, lim = self.space, self.limits
+        per_op_params = [space.operator_params(op) for op in space.candidates]
+        per_op_flops = [space.operator_flops(op, lim.seq_len) for op in space.candidates]
+        lo_p, hi_p = self.shared + space.num_layers * min(per_op_params), self.shared + space.num_layers * max(per_op_params)
+        lo_f, hi_f = space.num_layers * min(per_op_flops), space.num_layers * max(per_op_flops)
+        if lim.max_params < lo_p or lim.min_params > hi_p or lim.min_params > lim.max_params:
+            raise MagicError(
+                f"no child can meet the parameter limits [{lim.min_params:,.0f}, {lim.max_params:,.0f}]: "
+                f"children have {lo_p:,} to {hi_p:,} parameters"
+            )
+        if lim.max_flops < lo_f or lim.min_flops > hi_f or lim.min_flops > lim.max_flops:
+            raise MagicError(
+                f"no child can meet the FLOPs limits [{lim.min_flops:.3g}, {lim.max_flops:.3g}]: "
+                f"children have {lo_f:.3g} to {hi_f:.3g} FLOPs at {lim.seq_len} tokens"
+            )
+
+    def sample(self, rng: np.random.Generator, tries: int = 1000) -> Child:
+        """A random child within the limits: a uniform draw, repaired when it misses them."""
+        for _ in range(tries):
+            child = self.repair(uniform_child(self.space, rng), rng)
+            if child is not None:
+                return child
+        raise MagicError(f"no child within the limits found in {tries} random draws; widen the limits")
+
+    def repair(self, child: Child, rng: np.random.Generator, steps: int = 200) -> Optional[Child]:
+        """Move towards the limits one layer at a time: while a child is too big (or
+        small), give a random layer a random smaller (or bigger) operator."""
+        space, lim = self.space, self.limits
+        sizes = {
+            "params": [space.operator_params(op) for op in space.candidates],
+            "flops": [space.operator_flops(op, lim.seq_len) for op in space.candidates],
+        }
+        child = list(child)
+        for _ in range(steps):
+            if self.ok(tuple(child)):
+                return tuple(child)
+            params, flops = self.params(tuple(child)), self.flops(tuple(child))
+            if params > lim.max_params or flops > lim.max_flops:
+                key, shrink = ("params" if params > lim.max_params else "flops"), True
+            else:
+                key, shrink = ("params" if params < lim.min_params else "flops"), False
+            size = sizes[key]
+            moves = [(layer, c) for layer, cur in enumerate(child) for c in range(space.num_candidates)
+                     if (size[c] < size[cur] if shrink else size[c] > size[cur])]
+            if not moves:
+                return None
+            layer, c = moves[int(rng.integers(len(moves)))]
+            child[layer] = c
+        return None
+
+
+def mutate(child: Child, space: SearchSpace, prob: float, rng: np.random.Generator) -> Child:
+    redraw = rng.random(len(child)) < prob
+    fresh = rng.integers(0, space.num_candidates, size=len(child))
+    return tuple(int(f) if r else c for c, f, r in zip(child, fresh, redraw))
+
+
+def crossover(a: Child, b: Child, rng: np.random.Generator) -> Child:
+    take_a = rng.random(len(a)) < 0.5
+    return tuple(x if t else y for x, y, t in zip(a, b, take_a))
+
+
+def _offspring(make: Callable[[], Child], constraints: Constraints, seen: set, count: int, tries: int = 100) -> List[Child]:
+    out: List[Child] = []
+    for _ in range(count * tries):
+        if len(out) == count:
+            break
+        child = make()
+        if constraints.ok(child) and child not in seen:
+            seen.add(child)
+            out.append(child)
+    return out
+
+
+def evolution(
+    score: Callable[[List[Child]], List[float]],
+    constraints: Constraints,
+    rng: np.random.Generator,
+    population: int = 50,
+    generations: int = 20,
+    parents: int = 10,
+    mutation_prob: float = 0.1,
+    on_generation: Optional[Callable[[int, Dict[Child, float]], None]] = None,
+) -> Dict[Child, float]:
+    """Evolutionary search; returns every scored child with its score (higher is better)."""
+    space = constraints.space
+    seen: set = set()
+    current = _offspring(lambda: constraints.sample(rng), constraints, seen, population)
+    scores: Dict[Child, float] = dict(zip(current, score(current)))
+    for gen in range(generations):
+        if on_generation:
+            on_generation(gen, scores)
+        if gen == generations - 1:
+            break
+        top = sorted(scores, key=scores.get, reverse=True)[:parents]
+        pick = lambda: top[int(rng.integers(len(top)))]  # noqa: E731
+        mutants = _offspring(lambda: mutate(pick(), space, mutation_prob, rng), constraints, seen, population // 2)
+        children = _offspring(lambda: crossover(pick(), pick(), rng), constraints, seen, population - len(mutants))
+        new = mutants + children
+        if not new:
+            logger.info(f"generation {gen + 1}: no new child within the limits; stopping")
+            break
+        scores.update(zip(new, score(new)))
+    return scores
+
+
+def random_search(score, constraints: Constraints, rng: np.random.Generator, count: int) -> Dict[Child, float]:
+    seen: set = set()
+    children = _offspring(lambda: constraints.sample(rng), constraints, seen, count)
+    return dict(zip(children, score(children)))

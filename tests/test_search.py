@@ -1,0 +1,90 @@
+"""Search: limits, evolution, random search, and the fairseq-magic search command."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import magic
+from fairseq_magic.errors import MagicError
+from fairseq_magic.search import Constraints, Limits, evolution, random_search
+from fairseq_magic.space import SearchSpace, load_child
+
+SPACE = SearchSpace.build(8, "MHA4,FFN,CONV3,CONV5", hidden_dim=64, ffn_dim=256)
+
+
+def toy_score(children):
+    """A known landscape: FFN (index 1) everywhere is best."""
+    return [float(sum(c == 1 for c in child)) for child in children]
+
+
+def test_evolution_respects_limits_and_is_reproducible():
+    limits = Limits(max_params=SPACE.embedding_params(100, 64) + 8 * 60000)
+    constraints = Constraints(SPACE, limits, vocab_size=100, max_positions=64)
+    runs = [evolution(toy_score, constraints, np.random.default_rng(7), population=20, generations=6, parents=5)
+            for _ in range(2)]
+    assert runs[0] == runs[1]  # same seed, same children, same order
+    assert all(constraints.ok(c) for c in runs[0])
+    other = evolution(toy_score, constraints, np.random.default_rng(8), population=20, generations=6, parents=5)
+    assert set(other) != set(runs[0])
+    first_gen = list(runs[0])[:20]
+    assert max(runs[0].values()) > max(toy_score(first_gen))  # it improves on its first generation
+
+
+def test_evolution_finds_the_optimum_without_limits():
+    constraints = Constraints(SPACE, Limits(), vocab_size=100, max_positions=64)
+    scores = evolution(toy_score, constraints, np.random.default_rng(0), population=30, generations=15, parents=8)
+    assert max(scores.values()) == SPACE.num_layers
+
+
+def test_random_search_scores_distinct_children_within_limits():
+    # tight: only children with at most one non-convolution layer fit; plain rejection rarely hits them
+    tight = Limits(max_flops=SPACE.flops((1,) + (3,) * 7, 128))
+    constraints = Constraints(SPACE, tight, vocab_size=100, max_positions=64)
+    scores = random_search(toy_score, constraints, np.random.default_rng(0), count=12)
+    assert len(scores) == 12 and all(constraints.ok(c) for c in scores)
+
+
+@pytest.mark.parametrize(
+    "limits,message",
+    [
+        (Limits(max_params=1000), "no child can meet the parameter limits"),
+        (Limits(min_params=1e12), "no child can meet the parameter limits"),
+        (Limits(max_flops=10), "no child can meet the FLOPs limits"),
+        (Limits(min_params=3e6, max_params=2e6), "no child can meet the parameter limits"),
+    ],
+)
+def test_impossible_limits_are_an_error(limits, message):
+    with pytest.raises(MagicError, match=message):
+        Constraints(SPACE, limits, vocab_size=100, max_positions=64)
+
+
+def test_search_command(supernet, tmp_path):
+    args = ["search", "--checkpoint", supernet, "--population", "8", "--generations", "3", "--parents", "3",
+            "--sentences", "16", "--seed", "5", "--no-progress-bar"]
+    magic(*args, "--out", str(tmp_path / "a"))
+    proc = magic(*args, "--out", str(tmp_path / "b"), "--max-params", "30000")
+    a = json.loads((tmp_path / "a" / "search.json").read_text())
+    b = json.loads((tmp_path / "b" / "search.json").read_text())
+    assert a["scored"] == len(a["top"]) or a["scored"] >= 8
+    assert all(row["params"] <= 30000 for row in b["top"])
+    assert [r["loss"] for r in a["top"]] == sorted(r["loss"] for r in a["top"])
+    space, best = load_child(str(tmp_path / "b" / "best.json"))
+    assert space.format(best) == b["top"][0]["arch"]
+    assert "best architecture written to" in proc.stdout
+    again = magic(*args, "--out", str(tmp_path / "c"), "--max-params", "30000")
+    assert json.loads((tmp_path / "c" / "search.json").read_text())["top"] == b["top"]  # seeded: reproducible
+    assert again.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--max-params", "100"], "no child can meet the parameter limits"),
+        (["--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
+    ],
+)
+def test_search_bad_input(supernet, tmp_path, extra, message):
+    proc = magic("search", "--checkpoint", supernet, "--out", str(tmp_path), "--no-progress-bar", *extra, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("fairseq-magic: error:") and message in proc.stderr
