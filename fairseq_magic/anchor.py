@@ -16,7 +16,7 @@ saved in every checkpoint and restored on resume.
 
 from typing import Dict, List, Optional, Sequence
 
-from .samplers import STREAM_ANCHOR, rng_for, uniform_child
+from .samplers import STREAM_ANCHOR, Allowed, rng_for, uniform_child
 from .space import Child, SearchSpace
 
 POLICIES = ("best", "top-p")
@@ -42,6 +42,15 @@ class Anchor:
     def _replace(self, child: Child, score: float) -> None:
         self.state.update(arch=self.space.format(child), score=score, replacements=self.state["replacements"] + 1)
 
+    def restrict(self, allowed: Allowed, epoch: int) -> bool:
+        """After the space shrank: an anchor that uses a removed operator is re-drawn
+        inside the space (seeded); returns whether it changed."""
+        if allowed is None or all(c in options for c, options in zip(self.child, allowed)):
+            return False
+        child = uniform_child(self.space, rng_for(self.seed, STREAM_ANCHOR, 1_000_000 + epoch), allowed)
+        self.state.update(arch=self.space.format(child), score=None)
+        return True
+
     def consider(self, candidate: Child, candidate_score: float, anchor_score: float) -> bool:
         """``best`` policy: replace the anchor if the candidate validates better."""
         self.state["score"] = anchor_score
@@ -50,10 +59,10 @@ class Anchor:
             return True
         return False
 
-    def top_p_children(self, epoch: int, count: int) -> List[Child]:
+    def top_p_children(self, epoch: int, count: int, allowed: Allowed = None) -> List[Child]:
         """The random children evaluated at an epoch end, the anchor appended."""
         rng = rng_for(self.seed, STREAM_ANCHOR, epoch)
-        children = [uniform_child(self.space, rng) for _ in range(count)]
+        children = [uniform_child(self.space, rng, allowed) for _ in range(count)]
         if self.child not in children:
             children.append(self.child)
         return children

@@ -7,11 +7,14 @@ all of them train the same child without communicating, and a resumed run
 would have.
 """
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .space import Child, SearchSpace, SpaceError
+
+# The candidates still allowed in each layer of a shrunk space (None: all of them).
+Allowed = Optional[Sequence[Sequence[int]]]
 
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
@@ -25,11 +28,20 @@ STREAM_VALID_CHILDREN = 1
 STREAM_INITIAL_CHILD = 2
 STREAM_ANCHOR = 3
 STREAM_AVERAGE_TARGET = 4
+STREAM_SHRINK = 5
 
 
-def uniform_child(space: SearchSpace, rng: np.random.Generator) -> Child:
-    """Every layer's operator i.i.d. uniform over the candidates (SPOS)."""
-    return tuple(int(c) for c in rng.integers(0, space.num_candidates, size=space.num_layers))
+def uniform_child(space: SearchSpace, rng: np.random.Generator, allowed: Allowed = None) -> Child:
+    """Every layer's operator i.i.d. uniform over its (allowed) candidates (SPOS)."""
+    if allowed is None:
+        return tuple(int(c) for c in rng.integers(0, space.num_candidates, size=space.num_layers))
+    return tuple(int(options[rng.integers(len(options))]) for options in allowed)
+
+
+def count_children(space: SearchSpace, allowed: Allowed = None) -> int:
+    if allowed is None:
+        return space.num_children
+    return int(np.prod([len(options) for options in allowed], dtype=object))
 
 
 class Sampler:
@@ -41,7 +53,8 @@ class Sampler:
         self.space = space
         self.seed = seed
 
-    def __call__(self, update_num: int, previous: Optional[Child] = None) -> Child:
+    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
+        """The child of ``update_num``; ``allowed`` restricts each layer (a shrunk space)."""
         raise NotImplementedError
 
 
@@ -50,16 +63,25 @@ class UniformSampler(Sampler):
 
     name = "uniform"
 
-    def __call__(self, update_num: int, previous: Optional[Child] = None) -> Child:
-        return uniform_child(self.space, rng_for(self.seed, STREAM_TRAIN, update_num))
+    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
+        return uniform_child(self.space, rng_for(self.seed, STREAM_TRAIN, update_num), allowed)
 
 
-def modify(child: Child, k: int, num_candidates: int, rng: np.random.Generator) -> Child:
-    """Replace the operators of ``k`` distinct layers, each by a different candidate."""
+def modify(child: Child, k: int, num_candidates: int, rng: np.random.Generator, allowed: Allowed = None) -> Child:
+    """Replace the operators of ``k`` distinct layers, each by a different candidate.
+
+    In a shrunk space only layers with a choice left can change (at most k of
+    them), each to another allowed candidate."""
     new = list(child)
-    for layer in rng.choice(len(child), size=k, replace=False):
-        other = int(rng.integers(0, num_candidates - 1))
-        new[layer] = other + (other >= new[layer])  # uniform over the C-1 others
+    if allowed is None:
+        for layer in rng.choice(len(child), size=k, replace=False):
+            other = int(rng.integers(0, num_candidates - 1))
+            new[layer] = other + (other >= new[layer])  # uniform over the C-1 others
+        return tuple(new)
+    open_layers = [layer for layer, options in enumerate(allowed) if len(options) > 1]
+    for layer in rng.choice(open_layers, size=min(k, len(open_layers)), replace=False) if open_layers else []:
+        others = [c for c in allowed[layer] if c != new[layer]]
+        new[layer] = int(others[rng.integers(len(others))])
     return tuple(new)
 
 
@@ -81,11 +103,16 @@ class GradualSampler(Sampler):
             raise SpaceError("gradual sampling needs at least two candidate operators")
         self.k = gradual_k
 
-    def __call__(self, update_num: int, previous: Optional[Child] = None) -> Child:
+    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
         if previous is None:
-            return uniform_child(self.space, rng_for(self.seed, STREAM_INITIAL_CHILD))
+            return uniform_child(self.space, rng_for(self.seed, STREAM_INITIAL_CHILD), allowed)
         rng = rng_for(self.seed, STREAM_TRAIN, update_num)
-        return modify(self.space.validate(previous), self.k, self.space.num_candidates, rng)
+        previous = self.space.validate(previous)
+        if allowed is not None and any(c not in options for c, options in zip(previous, allowed)):
+            # the space was just shrunk under the walk: removed operators are re-drawn
+            fresh = uniform_child(self.space, rng, allowed)
+            previous = tuple(c if c in options else f for c, f, options in zip(previous, fresh, allowed))
+        return modify(previous, self.k, self.space.num_candidates, rng, allowed)
 
 
 SAMPLERS: Dict[str, Callable[..., Sampler]] = {cls.name: cls for cls in (UniformSampler, GradualSampler)}
@@ -99,13 +126,13 @@ def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1) 
     return SAMPLERS[name](space, seed)
 
 
-def validation_children(space: SearchSpace, seed: int, count: int) -> List[Child]:
+def validation_children(space: SearchSpace, seed: int, count: int, allowed: Allowed = None) -> List[Child]:
     """A fixed, seeded set of distinct children scored at every validation."""
     rng = rng_for(seed, STREAM_VALID_CHILDREN)
     children: List[Child] = []
-    limit = min(count, space.num_children)
+    limit = min(count, count_children(space, allowed))
     while len(children) < limit:
-        child = uniform_child(space, rng)
+        child = uniform_child(space, rng, allowed)
         if child not in children:
             children.append(child)
     return children

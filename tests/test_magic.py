@@ -15,7 +15,7 @@ from fairseq_magic.space import SearchSpace, SpaceError, hamming
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
 AT = [
     "--sampler", "gradual", "--gradual-k", "1", "--align-lambda", "0.5", "--align-every", "2",
-    "--align-warmup-epochs", "0", "--anchor-eval-interval", "2", "--anchor-eval-sentences", "16",
+    "--align-warmup-epochs", "0", "--anchor-eval-interval", "2", "--score-sentences", "16",
     "--anchor-metric", "loss",
 ]
 
@@ -125,7 +125,7 @@ def test_magic_t_training_changes_k_operators_per_update(data_bin, tmp_path):
 def test_magic_a_logs_mlm_and_alignment_losses_after_warmup(data_bin, tmp_path):
     proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "8", "--align-lambda", "0.5",
                          "--align-every", "2", "--align-warmup-epochs", "0", "--align-warmup-updates", "4",
-                         "--anchor-eval-interval", "4", "--anchor-eval-sentences", "16")
+                         "--anchor-eval-interval", "4", "--score-sentences", "16")
     records = train_log(proc)
     assert all("align_loss" not in r for r in records[:4])
     assert all(float(r["align_loss"]) > 0 and "mlm_loss" in r for r in records[4:])
@@ -192,7 +192,7 @@ def test_top_p_policy_at_epoch_ends_resumes_exactly(data_bin, tmp_path):
     uninterrupted run and in one stopped after epoch 1 and resumed alike."""
     top_p = ["--align-lambda", "0.5", "--align-every", "3", "--align-warmup-epochs", "0",
              "--anchor-policy", "top-p", "--anchor-top-p", "30", "--anchor-top-r", "10",
-             "--anchor-top-children", "6", "--anchor-eval-sentences", "16", "--anchor-metric", "loss"]
+             "--anchor-top-children", "6", "--score-sentences", "16", "--anchor-metric", "loss"]
     full, split = tmp_path / "full", tmp_path / "split"
     p_full = fairseq_train(data_bin, str(full), "--max-epoch", "2", "--child-log", str(full / "c.jsonl"), *top_p)
     fairseq_train(data_bin, str(split), "--max-epoch", "1", "--child-log", str(split / "c.jsonl"), *top_p)

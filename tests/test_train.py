@@ -138,7 +138,7 @@ def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
         "model.embed_factor_dim=16", "model.candidate_ops='MHA2,FFN,CONV3,CONV5'", "task.tokens_per_sample=32",
         "dataset.batch_size=8", "common.cpu=true", "common.fp16=false", "common.log_format=json",
         "common.log_interval=1", "++task.align_warmup_epochs=0", "++task.anchor_eval_interval=2",
-        "++task.anchor_eval_sentences=16",
+        "++task.score_sentences=16",
     ]
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -33,7 +33,11 @@ from ..anchor import POLICIES, Anchor
 from ..errors import MagicError
 from ..frozen import hidden_from_optimizer
 from ..models.supernet import MagicSupernetModel, resolve_child
-from ..samplers import STREAM_AVERAGE_TARGET, SAMPLERS, build_sampler, rng_for, uniform_child, validation_children
+from ..samplers import (
+    SAMPLERS, STREAM_AVERAGE_TARGET, STREAM_SHRINK, build_sampler, count_children, rng_for, uniform_child,
+    validation_children,
+)
+from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..scoring import rank_and_world, score_children, validation_batches
 from ..space import Child
 
@@ -76,12 +80,20 @@ class MagicMaskedLMConfig(MaskedLMConfig):
     anchor_eval_interval: int = field(
         default=100, metadata={"help": "best policy: score the trained child against the anchor every N updates"}
     )
-    anchor_eval_sentences: int = field(default=256, metadata={"help": "validation sentences used to score children"})
-    anchor_eval_batch_size: int = field(default=32, metadata={"help": "batch size when scoring children"})
-    anchor_eval_subset: str = field(default="valid", metadata={"help": "data split used to score children"})
+    score_sentences: int = field(default=256, metadata={"help": "validation sentences used to score children"})
+    score_batch_size: int = field(default=32, metadata={"help": "batch size when scoring children"})
+    score_subset: str = field(default="valid", metadata={"help": "data split used to score children"})
     anchor_top_p: float = field(default=10.0, metadata={"help": "top-p policy: p (percent)"})
     anchor_top_r: float = field(default=10.0, metadata={"help": "top-p policy: keep the anchor within p +/- r percent"})
     anchor_top_children: int = field(default=100, metadata={"help": "top-p policy: children evaluated per epoch"})
+    # progressive shrinking (Sec. 5.1)
+    shrink_per_epoch: int = field(
+        default=0, metadata={"help": "progressive shrinking: remove this many (layer, operator) pairs at each "
+                             "epoch end until one child is left (paper: 5; 0 = off)"}
+    )
+    shrink_children: int = field(
+        default=100, metadata={"help": "progressive shrinking: children scored to judge the pairs"}
+    )
 
 
 def unwrap(model) -> MagicSupernetModel:
@@ -112,10 +124,14 @@ class MagicMaskedLMTask(MaskedLMTask):
             raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
         if cfg.valid_children < 1:
             raise MagicError("--valid-children must be at least 1")
-        if cfg.align_avg_children < 1 or cfg.anchor_eval_interval < 1 or cfg.anchor_top_children < 1:
-            raise MagicError("--align-avg-children, --anchor-eval-interval and --anchor-top-children must be >= 1")
+        if min(cfg.align_avg_children, cfg.anchor_eval_interval, cfg.anchor_top_children, cfg.shrink_children) < 1:
+            raise MagicError(
+                "--align-avg-children, --anchor-eval-interval, --anchor-top-children and --shrink-children must be >= 1"
+            )
+        if cfg.shrink_per_epoch < 0:
+            raise MagicError("--shrink-per-epoch must be >= 0")
         self.sampler = None
-        self.valid_archs: List[Child] = []
+        self._valid_archs: Tuple[object, List[Child]] = (None, [])
         self._current: Optional[Tuple[int, Child]] = None  # (update number, child)
         self.epoch = 1
         self.align_lambda = 0.0  # set by the criterion (criterions/magic_mlm.py)
@@ -128,13 +144,25 @@ class MagicMaskedLMTask(MaskedLMTask):
         space = self.space = supernet.space
         self.search_state = supernet.search_state  # saved with the model, restored on resume
         self.sampler = build_sampler(self.cfg.sampler, space, self.cfg.seed, gradual_k=self.cfg.gradual_k)
-        self.valid_archs = validation_children(space, self.cfg.seed, self.cfg.valid_children)
         if self.cfg.anchor_arch:
             resolve_child(self.cfg.anchor_arch, space)  # fail before training, not at the first alignment
         logger.info(f"search space: {space.describe()}; sampler: {self.cfg.sampler}")
         for i, child in enumerate(self.valid_archs):
             logger.info(f"validation child {i}: {space.format(child)}")
         return model
+
+    @property
+    def allowed(self):
+        """Each layer's remaining candidates after progressive shrinking (None: all)."""
+        return self.search_state.get("allowed")
+
+    @property
+    def valid_archs(self) -> List[Child]:
+        """The fixed validation children, drawn inside the current (possibly shrunk) space."""
+        key = json.dumps(self.allowed)
+        if self._valid_archs[0] != key:
+            self._valid_archs = (key, validation_children(self.space, self.cfg.seed, self.cfg.valid_children, self.allowed))
+        return self._valid_archs[1]
 
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = super().build_criterion(cfg, from_checkpoint)
@@ -156,6 +184,10 @@ class MagicMaskedLMTask(MaskedLMTask):
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.epoch = epoch
+        # Both run once per epoch end, and not again when a run resumes inside an epoch.
+        if self.cfg.shrink_per_epoch > 0 and epoch > 1 and self.search_state.get("shrink_epoch") != epoch:
+            self._shrink(model, epoch)
+            self.search_state["shrink_epoch"] = epoch
         if self.uses_anchor and self.cfg.anchor_policy == "top-p" and epoch > 1:
             if self.search_state.get("top_p_epoch") != epoch:  # once per epoch end, also across a resume
                 self._choose_top_p_anchor(model, epoch)
@@ -169,7 +201,7 @@ class MagicMaskedLMTask(MaskedLMTask):
                 previous = self._current[1]
             elif self.search_state.get("last_update") == update_num - 1:  # resumed from a checkpoint
                 previous = self.space.parse(self.search_state["last_child"])
-            child = self.sampler(update_num, previous)
+            child = self.sampler(update_num, previous, self.allowed)
             self._current = (update_num, child)
             self.search_state.update(last_update=update_num, last_child=self.space.format(child))
         return self._current[1]
@@ -210,7 +242,7 @@ class MagicMaskedLMTask(MaskedLMTask):
             targets = [self.get_anchor().child]
         else:
             rng = rng_for(self.cfg.seed, STREAM_AVERAGE_TARGET, update_num)
-            targets = [uniform_child(self.space, rng) for _ in range(self.cfg.align_avg_children)]
+            targets = [uniform_child(self.space, rng, self.allowed) for _ in range(self.cfg.align_avg_children)]
         was_training = supernet.training
         supernet.eval()
         try:
@@ -227,7 +259,7 @@ class MagicMaskedLMTask(MaskedLMTask):
     def _scoring_batches(self):
         if self._score_batches is None:
             self._score_batches = validation_batches(
-                self, self.cfg.anchor_eval_subset, self.cfg.anchor_eval_sentences, self.cfg.anchor_eval_batch_size
+                self, self.cfg.score_subset, self.cfg.score_sentences, self.cfg.score_batch_size
             )
         return self._score_batches
 
@@ -243,13 +275,13 @@ class MagicMaskedLMTask(MaskedLMTask):
         logger.info(
             f"anchor {'replaced by' if replaced else 'kept against'} {self.space.format(candidate)}: "
             f"{self.cfg.anchor_metric} {scores[0]:.4f} vs anchor {scores[1]:.4f}; "
-            f"scored 2 children on {self.cfg.anchor_eval_sentences} sentences in {elapsed:.2f}s"
+            f"scored 2 children on {self.cfg.score_sentences} sentences in {elapsed:.2f}s"
         )
 
     def _choose_top_p_anchor(self, model, epoch: int) -> None:
         anchor = self.get_anchor()
         start = time.perf_counter()
-        children = anchor.top_p_children(epoch, self.cfg.anchor_top_children)
+        children = anchor.top_p_children(epoch, self.cfg.anchor_top_children, self.allowed)
         scores = [s.value(self.cfg.anchor_metric) for s in score_children(model, unwrap(model), children, self._scoring_batches())]
         changed = anchor.choose_top_p(children, scores, self.cfg.anchor_top_p, self.cfg.anchor_top_r)
         logger.info(
@@ -257,6 +289,33 @@ class MagicMaskedLMTask(MaskedLMTask):
             f"{anchor.state['percentile']:.1f}% of {len(children)} children "
             f"(p={self.cfg.anchor_top_p} +/- {self.cfg.anchor_top_r}); scored in {time.perf_counter() - start:.2f}s"
         )
+
+    def _shrink(self, model, epoch: int) -> None:
+        """Progressive shrinking at the end of epoch ``epoch - 1`` (see shrinking.py)."""
+        allowed = self.allowed or full_space(self.space)
+        if is_single_child(allowed):
+            return
+        start = time.perf_counter()
+        rng = rng_for(self.cfg.seed, STREAM_SHRINK, epoch)
+        children = [uniform_child(self.space, rng, allowed) for _ in range(self.cfg.shrink_children)]
+        losses = [s.loss for s in score_children(model, unwrap(model), children, self._scoring_batches())]
+        removals = choose_removals(allowed, pair_losses(children, losses), self.cfg.shrink_per_epoch)
+        allowed = apply_removals(allowed, removals)
+        self.search_state["allowed"] = allowed
+        names = self.space.candidate_names
+        for r in removals:
+            logger.info(
+                f"shrink: removed {names[r.candidate]} from layer {r.layer}: mean loss {r.mean_loss:.4f} over the "
+                f"{r.children} of {len(children)} scored children that use it; the layer keeps "
+                f"{', '.join(names[c] for c in allowed[r.layer])}"
+            )
+        remaining = count_children(self.space, allowed)
+        logger.info(f"shrink: {len(removals)} pairs removed in {time.perf_counter() - start:.2f}s; "
+                    f"{remaining} {'child' if remaining == 1 else 'children'} left")
+        if is_single_child(allowed):
+            logger.info(f"shrink: one child left: {self.space.format([options[0] for options in allowed])}")
+        if self.uses_anchor and self.get_anchor().restrict(allowed, epoch):
+            logger.info(f"anchor re-drawn inside the shrunk space: {self.space.format(self.anchor.child)}")
 
     def _log_child(self, update_num: int, child: Child, supernet: MagicSupernetModel) -> None:
         rank = rank_and_world()[0]
