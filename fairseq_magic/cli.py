@@ -5,6 +5,8 @@
     fairseq-magic space --arch magic_supernet_analysis  # sizes of a space's operators
     fairseq-magic search --checkpoint supernet.pt --out search/ --max-params 60e6
     fairseq-magic export --checkpoint supernet.pt --arch search/best.json --out child/model.pt
+    fairseq-magic topics --out data/topics               # labelled sentences for fine-tuning
+    fairseq-magic encode --spm data/spm/spm.model data/topics/train.input0
 
 Training itself is plain ``fairseq-train --user-dir fairseq_magic ...``.
 """
@@ -53,6 +55,29 @@ def cmd_spm(args) -> None:
             for line in fin:
                 fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")
     print(f"sentencepiece model {prefix}.model ({sp.get_piece_size()} pieces); encoded splits in {args.out}")
+
+
+def cmd_topics(args) -> None:
+    from .corpus import topic_dataset
+
+    counts = topic_dataset(args.out, per_label=args.per_label, seed=args.seed)
+    print(f"topic data set (numeric vs stdlib docstrings): {counts['train']} train / {counts['dev']} dev in {args.out}")
+
+
+def cmd_encode(args) -> None:
+    """Encode text files with a sentencepiece model, one output file per input (FILE.spm)."""
+    import sentencepiece as spm
+
+    if not os.path.isfile(args.spm):
+        raise MagicError(f"sentencepiece model not found: {args.spm}")
+    sp = spm.SentencePieceProcessor(model_file=args.spm)
+    for path in args.inputs:
+        if not os.path.isfile(path):
+            raise MagicError(f"input file not found: {path}")
+        with open(path, encoding="utf-8") as fin, open(path + ".spm", "w", encoding="utf-8") as fout:
+            for line in fin:
+                fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")
+        print(f"{path} -> {path}.spm")
 
 
 def cmd_space(args) -> None:
@@ -236,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, help="the child: an architecture string or a JSON architecture file")
     p.add_argument("--out", required=True, help="where to write the child's checkpoint")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("topics", help="build a labelled sentence data set (GLUE layout) from installed packages")
+    p.add_argument("--out", required=True, help="output directory for train/dev .input0 and .label")
+    p.add_argument("--per-label", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("encode", help="encode text files with a sentencepiece model (writes FILE.spm)")
+    p.add_argument("--spm", required=True, help="sentencepiece model")
+    p.add_argument("inputs", nargs="+")
+    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")
     p.add_argument("--arch", default="magic_supernet")

@@ -16,7 +16,7 @@ import re
 import sys
 import sysconfig
 import warnings
-from typing import Iterable, Iterator, List, Sequence
+from typing import Dict, Iterable, Iterator, List, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,53 @@ def collect(roots: Sequence[str], max_bytes: int) -> List[str]:
             if size >= max_bytes:
                 return paragraphs
     return paragraphs
+
+
+TOPICS = {  # label -> top-level packages whose docstrings carry it
+    "numeric": ("numpy", "scipy"),
+    "stdlib": ("email", "http", "logging", "asyncio", "xml", "unittest", "tkinter", "multiprocessing", "urllib",
+               "json", "sqlite3", "argparse", "concurrent", "importlib", "collections", "pathlib", "shutil", "tarfile"),
+}
+
+
+def topic_dataset(out_dir: str, per_label: int = 1500, dev_fraction: float = 0.2, seed: int = 1) -> Dict[str, int]:
+    """A labelled sentence data set in GLUE's layout: is a docstring paragraph from a
+    numerical library (numpy, scipy) or from Python's standard library?
+
+    Writes ``train.input0``/``train.label`` and ``dev.input0``/``dev.label``
+    (one paragraph, one label per line), balanced, shuffled with ``seed``.
+    """
+    import importlib.util
+
+    by_label: Dict[str, List[str]] = {}
+    seen = set()
+    for label, packages in TOPICS.items():
+        texts: List[str] = []
+        for package in packages:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                continue
+            for text in collect(list(spec.submodule_search_locations), max_bytes=per_label * 400):
+                if text not in seen:
+                    seen.add(text)
+                    texts.append(text)
+        by_label[label] = texts
+    n = min(per_label, *(len(v) for v in by_label.values()))
+    if n < 20:
+        from .errors import MagicError
+
+        raise MagicError(f"too few docstring paragraphs for the topic data set ({n} per label)")
+    rng = random.Random(seed)
+    rows = [(text, label) for label, texts in by_label.items() for text in rng.sample(texts, n)]
+    rng.shuffle(rows)
+    n_dev = int(len(rows) * dev_fraction)
+    os.makedirs(out_dir, exist_ok=True)
+    for split, part in (("dev", rows[:n_dev]), ("train", rows[n_dev:])):
+        with open(os.path.join(out_dir, f"{split}.input0"), "w", encoding="utf-8") as f:
+            f.write("".join(text + "\n" for text, _ in part))
+        with open(os.path.join(out_dir, f"{split}.label"), "w", encoding="utf-8") as f:
+            f.write("".join(label + "\n" for _, label in part))
+    return {"train": len(rows) - n_dev, "dev": n_dev, "per_label": n}
 
 
 def read_lines(path: str) -> List[str]:

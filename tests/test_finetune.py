@@ -1,0 +1,80 @@
+"""Fine-tune an exported child with fairseq's sentence_prediction recipe, and load
+exported and fine-tuned models through the hub interface."""
+
+import re
+import sys
+
+import pytest
+import torch
+from fairseq.models.roberta import RobertaHubInterface
+
+from conftest import PLUGIN, fairseq_train, magic, run
+from fairseq_magic.models.child import MagicChildModel
+
+ARCH = "MHA2,FFN,CONV3,FFN,MHA2,FFN"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    raw = root / "raw"
+    magic("topics", "--out", str(raw), "--per-label", "400")
+    # pre-training data: the same kind of text, through the demo's own steps
+    magic("corpus", "--out", str(root / "text"), "--corpus", str(raw / "train.input0"))
+    magic("spm", "--data", str(root / "text"), "--out", str(root / "spm"), "--vocab-size", "600")
+    spm_model = str(root / "spm" / "spm.model")
+    preprocess = [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source", "--workers", "1"]
+    run(preprocess + ["--trainpref", str(root / "spm" / "train.spm"), "--validpref", str(root / "spm" / "valid.spm"),
+                      "--destdir", str(root / "mlm")])
+    fairseq_train(str(root / "mlm"), str(root / "supernet"), "--max-update", "40", "--lr", "2e-3")
+    magic("export", "--checkpoint", str(root / "supernet" / "checkpoint_last.pt"), "--arch", ARCH,
+          "--out", str(root / "child" / "model.pt"))
+    magic("encode", "--spm", spm_model, str(raw / "train.input0"), str(raw / "dev.input0"))
+    run(preprocess + ["--trainpref", str(raw / "train.input0.spm"), "--validpref", str(raw / "dev.input0.spm"),
+                      "--destdir", str(root / "glue" / "input0"), "--srcdict", str(root / "mlm" / "dict.txt")])
+    run(preprocess + ["--trainpref", str(raw / "train.label"), "--validpref", str(raw / "dev.label"),
+                      "--destdir", str(root / "glue" / "label")])
+    finetune = run([
+        sys.executable, "-m", "fairseq_cli.train", str(root / "glue"), "--user-dir", PLUGIN,
+        "--restore-file", str(root / "child" / "model.pt"), "--reset-optimizer", "--reset-dataloader",
+        "--reset-meters", "--task", "sentence_prediction", "--criterion", "sentence_prediction",
+        "--num-classes", "2", "--arch", "magic_child", "--child-arch", ARCH, "--encoder-embed-dim", "32",
+        "--encoder-ffn-embed-dim", "64", "--max-positions", "32", "--shorten-method", "truncate",
+        "--init-token", "0", "--separator-token", "2", "--batch-size", "16", "--required-batch-size-multiple", "1",
+        "--optimizer", "adam", "--lr", "1e-3", "--max-epoch", "4", "--best-checkpoint-metric", "accuracy",
+        "--maximize-best-checkpoint-metric", "--no-epoch-checkpoints", "--cpu", "--num-workers", "0",
+        "--log-format", "simple", "--seed", "1", "--save-dir", str(root / "ft"),
+    ])
+    return {"root": root, "spm": spm_model, "log": finetune.stdout + finetune.stderr}
+
+
+def test_finetuned_accuracy_is_above_chance(pipeline):
+    accuracies = [float(a) for a in re.findall(r"\| valid on 'valid' subset .*?\| accuracy ([0-9.]+)", pipeline["log"])]
+    assert len(accuracies) == 4
+    assert max(accuracies) > 65.0  # two balanced classes: chance is 50%, 160 dev sentences
+
+
+def test_hub_loads_the_exported_and_the_finetuned_model(pipeline):
+    root = pipeline["root"]
+    exported = MagicChildModel.from_pretrained(
+        str(root / "child"), checkpoint_file="model.pt", data_name_or_path=str(root / "mlm"),
+        bpe="sentencepiece", sentencepiece_model=pipeline["spm"], user_dir=PLUGIN,
+    )
+    assert isinstance(exported, RobertaHubInterface)
+    tokens = exported.encode("Return the sum of the array elements over a given axis.")
+    assert exported.extract_features(tokens).shape == (1, len(tokens), 32)
+
+    tuned = MagicChildModel.from_pretrained(
+        str(root / "ft"), checkpoint_file="checkpoint_best.pt", data_name_or_path=str(root / "glue"),
+        bpe="sentencepiece", sentencepiece_model=pipeline["spm"], user_dir=PLUGIN,
+    )
+    tuned.eval()
+    labels = tuned.task.label_dictionary
+
+    def predict(text):  # fairseq's README idiom: class index -> label string
+        return labels.string([tuned.predict("sentence_classification_head", tuned.encode(text)).argmax().item() + labels.nspecial])
+
+    assert {predict("Compute the eigenvalues of a sparse matrix."), predict("Send the message to the SMTP server.")} <= {"numeric", "stdlib"}
+    with torch.no_grad():
+        logits = tuned.predict("sentence_classification_head", tuned.encode("Return a new array of zeros."))
+    assert logits.shape == (1, 2)
