@@ -69,9 +69,11 @@ def collect(roots: Sequence[str], max_bytes: int) -> List[str]:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in ("test", "tests", "__pycache__"))
             files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+    from tqdm import tqdm
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in files:
+        for path in tqdm(files, desc="reading docstrings", unit="file", mininterval=2, disable=len(files) < 2000):
             for doc in _docstrings(path):
                 for text in prose_paragraphs(doc):
                     key = hashlib.md5(text.lower().encode()).digest()

@@ -19,18 +19,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
-
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model
 from fairseq.models.roberta.model import RobertaModel, base_architecture as roberta_base_architecture
 from fairseq.utils import safe_getattr
-from omegaconf import OmegaConf
 
 from ..errors import MagicError
 from ..space import Child, SearchSpace, load_child
-from .supernet import ACTIVATIONS, SupernetEncoder, decode_json, encode_json
+from .supernet import ACTIVATIONS, build_roberta_model, decode_json, encode_json, writable
 
 CHILD_SPEC_KEY = "child_spec"
 
@@ -105,25 +102,16 @@ class MagicChildModel(RobertaModel):
         super().__init__(args, encoder)
         self._register_state_dict_hook(_save_child_spec)
         self.register_load_state_dict_pre_hook(_drop_child_spec)
+
     @classmethod
     def add_args(cls, parser):
         gen_parser_from_dataclass(parser, MagicChildConfig(), delete_default=True)
 
     @classmethod
     def build_model(cls, args, task):
-        if OmegaConf.is_config(args):
-            OmegaConf.set_struct(args, False)
-        roberta_base_architecture(args)
-        space, child = child_from_args(args)
-        args.encoder_embed_dim, args.encoder_ffn_embed_dim = space.hidden_dim, space.ffn_dim
-        args.attention_qkv_dim, args.embed_factor_dim = space.qkv_dim, space.embed_dim
-        args.encoder_layers = space.num_layers
-        if safe_getattr(args, "max_positions", None) is None:
-            args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
-        encoder = SupernetEncoder(args, task.source_dictionary, space, child)
-        if OmegaConf.is_config(args):
-            OmegaConf.set_struct(args, True)
-        return cls(args, encoder)
+        with writable(args):
+            roberta_base_architecture(args)
+            return build_roberta_model(cls, args, task, *child_from_args(args))
 
     @property
     def space(self) -> SearchSpace:

@@ -35,7 +35,7 @@ from fairseq.models.roberta.model import (
 )
 from fairseq.models.transformer import TransformerEncoder
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
-from fairseq.utils import safe_getattr, safe_hasattr
+from fairseq.utils import safe_getattr
 from omegaconf import II, OmegaConf
 
 from ..errors import MagicError
@@ -169,6 +169,28 @@ class SupernetEncoder(RobertaEncoder):
         return FactorizedLMHead(embed_dim, self.space.embed_dim, output_dim, activation_fn, weight)
 
 
+@contextmanager
+def writable(cfg):
+    """Let a build fill in fields of an omegaconf config (as RobertaModel.build_model does)."""
+    if OmegaConf.is_config(cfg):
+        OmegaConf.set_struct(cfg, False)
+    try:
+        yield cfg
+    finally:
+        if OmegaConf.is_config(cfg):
+            OmegaConf.set_struct(cfg, True)
+
+
+def build_roberta_model(cls, args, task, space: SearchSpace, child: Optional[Child] = None):
+    """The end of both models' build_model: sizes from the space, the encoder, the model."""
+    args.encoder_embed_dim, args.encoder_ffn_embed_dim = space.hidden_dim, space.ffn_dim
+    args.attention_qkv_dim, args.embed_factor_dim = space.qkv_dim, space.embed_dim
+    args.encoder_layers = space.num_layers
+    if safe_getattr(args, "max_positions", None) is None:
+        args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
+    return cls(args, SupernetEncoder(args, task.source_dictionary, space, child))
+
+
 SEARCH_STATE_KEY = "search_state"
 
 
@@ -217,17 +239,9 @@ class MagicSupernetModel(RobertaModel):
 
     @classmethod
     def build_model(cls, args, task):
-        if OmegaConf.is_config(args):
-            OmegaConf.set_struct(args, False)
-        magic_supernet_base(args)
-        space = space_from_args(args)
-        args.encoder_layers = space.num_layers
-        if not safe_hasattr(args, "max_positions") or args.max_positions is None:
-            args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
-        encoder = SupernetEncoder(args, task.source_dictionary, space)
-        if OmegaConf.is_config(args):
-            OmegaConf.set_struct(args, True)
-        model = cls(args, encoder)
+        with writable(args):
+            magic_supernet_base(args)
+            model = build_roberta_model(cls, args, task, space_from_args(args))
         if safe_getattr(args, "child_arch", ""):
             model.set_child(args.child_arch)
         return model
