@@ -14,6 +14,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {  # layers (RoBERTa), hidden, ffn, heads, tokens per sample, batch size
+    "tiny": (2, 32, 64, 2, 32, 8),  # for the smoke test only: figures at this size mean nothing
     "small": (4, 256, 1024, 4, 128, 16),
     "base": (12, 768, 3072, 12, 128, 32),
 }
@@ -23,7 +24,7 @@ def make_data(workdir: str, vocab: int) -> str:
     """A generated corpus, binarised with fairseq-preprocess."""
     from fairseq_magic.corpus import synthetic_corpus
 
-    synthetic_corpus(os.path.join(workdir, "train.txt"), 20000, seed=0, vocab=vocab)
+    synthetic_corpus(os.path.join(workdir, "train.txt"), int(os.environ.get("MAGIC_BENCH_LINES", 20000)), seed=0, vocab=vocab)
     synthetic_corpus(os.path.join(workdir, "valid.txt"), 500, seed=1, vocab=vocab)
     subprocess.run(
         [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",

@@ -42,7 +42,7 @@ def build_method(method: str, data: str, size: str, extra, interval: int):
         from fairseq_magic.samplers import GradualSampler
 
         walk = GradualSampler(task.space, task.cfg.seed, gradual_k=1)
-        task.sampler = lambda update_num, previous=None: walk(update_num, previous)
+        task.sampler = lambda update_num, previous=None, allowed=None: walk(update_num, previous)
     return trainer, task
 
 

@@ -44,7 +44,7 @@ def build_fixed(model: str, data: str, size: str, extra):
     trainer, task = build(argv_for(model, data, size, extra))
     if model == "supernet":  # the fixed MHA/FFN child, handed to the normal SPOS path
         child = tuple(i % 2 for i in range(task.space.num_layers))
-        task.sampler = lambda update_num, previous=None: child
+        task.sampler = lambda update_num, previous=None, allowed=None: child
     return trainer, task
 
 
