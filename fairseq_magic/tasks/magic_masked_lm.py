@@ -174,7 +174,8 @@ class MagicMaskedLMTask(MaskedLMTask):
         return self.align_lambda > 0 and self.cfg.align_target == "anchor"
 
     def get_anchor(self) -> Anchor:
-        if self.anchor is None:
+        # re-bound when a checkpoint load has replaced the search state under it
+        if self.anchor is None or self.anchor.state is not self.search_state.get("anchor"):
             initial = resolve_child(self.cfg.anchor_arch, self.space) if self.cfg.anchor_arch else None
             self.anchor = Anchor(self.space, self.search_state.setdefault("anchor", {}), self.cfg.seed, initial)
             logger.info(f"anchor: {self.space.format(self.anchor.child)} ({self.cfg.anchor_policy} policy)")
