@@ -201,6 +201,80 @@ def cmd_search(args) -> None:
     print(f"{len(results)} children scored; best architecture written to {best_file}")
 
 
+def cmd_interference(args) -> None:
+    """Gradient cosine similarity of children on a shared operator (Fig. 2, 8)."""
+    import csv
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib.pyplot as plt
+
+    from .interference import measure
+
+    checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
+    labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.dirname(os.path.abspath(c))) or c for c in checkpoints]
+    if len(labels) != len(checkpoints):
+        raise MagicError(f"--labels names {len(labels)} super-nets, {len(checkpoints)} were given")
+    layers = [int(x) for x in args.layers.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    results = {}
+    for label, checkpoint in zip(labels, checkpoints):
+        args.checkpoint = checkpoint
+        model, _, space, batches = load_supernet_for_scoring(args)
+        for layer in layers:
+            res = measure(model, batches, layer, args.max_m, args.repeats, args.seed)
+            results[(label, layer)] = res
+            names = list(space.candidate_names)
+            with open(os.path.join(args.out, f"{label}_layer{layer}_similarity.csv"), "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["candidate at layer j+1"] + names)
+                writer.writerows([[n] + [f"{v:.6f}" for v in row] for n, row in zip(names, res.matrix)])
+            logger.info(f"{label}, o_g in layer {layer}: mean similarity by m: "
+                        + ", ".join(f"m={m}: {v:.4f}" for m, v in res.mean_by_m.items()))
+
+    # Fig. 2a/2b: heatmaps, one row per layer, one column per super-net
+    fig, axes = plt.subplots(len(layers), len(labels), figsize=(4.2 * len(labels), 3.8 * len(layers)), squeeze=False)
+    for (label, layer), res in results.items():
+        ax = axes[layers.index(layer)][labels.index(label)]
+        image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=45)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(f"{label}: o_g in layer {layer}")
+        for i in range(len(names)):
+            for k in range(len(names)):
+                ax.text(k, i, f"{res.matrix[i, k]:.2f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "similarity_heatmaps.png"), dpi=120)
+    plt.close(fig)
+
+    # Fig. 2c / Fig. 8: mean similarity against m
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    with open(os.path.join(args.out, "similarity_vs_m.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["supernet", "layer", "m", "mean_similarity"])
+        for (label, layer), res in results.items():
+            ms = sorted(res.mean_by_m)
+            writer.writerows([[label, layer, m, f"{res.mean_by_m[m]:.6f}"] for m in ms])
+            ax.plot(ms, [res.mean_by_m[m] for m in ms], marker="o", label=f"{label}, layer {layer}")
+    ax.set_xlabel("m (layers in which the children differ)")
+    ax.set_ylabel("mean gradient cosine similarity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "similarity_vs_m.png"), dpi=120)
+    plt.close(fig)
+    with open(os.path.join(args.out, "interference.json"), "w") as f:
+        json.dump({f"{label}/layer{layer}": {"matrix": res.matrix.tolist(), "mean_by_m": res.mean_by_m,
+                                             "candidates": names} for (label, layer), res in results.items()}, f, indent=1)
+    print(f"{'super-net':<16}{'layer':>6}" + "".join(f"{'m=' + str(m):>9}" for m in range(1, args.max_m + 1)))
+    for (label, layer), res in results.items():
+        print(f"{label:<16}{layer:>6}" + "".join(f"{res.mean_by_m[m]:>9.4f}" for m in range(1, args.max_m + 1)))
+    print(f"matrices, plots and CSV files in {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-magic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +325,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
     p.add_argument("--no-progress-bar", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "interference", help="gradient cosine similarity of children on a shared operator (Fig. 2, 8)",
+        description="On a frozen super-net and one fixed batch: for an operator o_g in layer j, the cosine "
+        "similarity of the gradients that C children differing in layers j+1..j+m put on o_g's weights; "
+        "averaged over --repeats random o_g and paths. Writes CSV files, heatmaps and a plot against m; "
+        "--compare adds a second super-net (e.g. one trained with --align-target average, Fig. 2b).",
+    )
+    p.add_argument("--checkpoint", required=True, help="super-net checkpoint")
+    p.add_argument("--compare", default="", help="a second super-net to show side by side")
+    p.add_argument("--labels", default="", help="names of the super-nets, comma-separated")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--layers", default="0", help="layers j of o_g (0-based), comma-separated")
+    p.add_argument("--max-m", type=int, default=1, help="children differ in layers j+1..j+m, m = 1..max")
+    p.add_argument("--repeats", type=int, default=10, help="random o_g and paths averaged (paper: 10)")
+    p.add_argument("--data", default="", help="data-bin directory (default: the super-net's)")
+    p.add_argument("--subset", default="valid")
+    p.add_argument("--sentences", type=int, default=64, help="sentences (blocks) in the fixed batch")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--fp16", action="store_true")
+    p.set_defaults(func=cmd_interference)
 
     p = sub.add_parser(
         "export", help="write a child of a trained super-net as a stand-alone magic_child checkpoint",

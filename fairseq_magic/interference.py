@@ -1,0 +1,102 @@
+"""Interference: cosine similarity of children's gradients on a shared operator
+(Sec. 3, App. A.3-A.4, Fig. 2 and 8).
+
+On a frozen super-net and one fixed batch, pick an operator o_g in layer j and
+C children that share every layer except j+1 .. j+m (child i takes candidate i
+in layer j+1, random candidates in j+2 .. j+m). Each child's gradient of the
+masked-LM loss with respect to o_g's weights is flattened; the C x C matrix of
+their cosine similarities measures interference (lower = more). Repeated R
+times over random o_g and paths, and averaged.
+
+Gradients are taken in eval mode (no dropout), with ``torch.autograd.grad``
+on o_g's parameters only: the super-net's weights and ``.grad`` are untouched,
+and two runs give identical numbers.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import MagicError
+from .samplers import rng_for, uniform_child
+from .space import Child
+
+STREAM_INTERFERENCE = 6
+
+
+def gradient(supernet, child: Child, params: Sequence[torch.nn.Parameter], batches: Sequence[dict]) -> torch.Tensor:
+    """Flattened gradient of the summed masked-LM loss over ``batches`` w.r.t. ``params``,
+    without dropout (deterministic) and without touching any ``.grad``."""
+    pad = supernet.encoder.dictionary.pad()
+    total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    was_training = supernet.training
+    supernet.eval()
+    try:
+        with supernet.child_context(child):
+            for sample in batches:
+                masked = sample["target"].ne(pad)
+                logits = supernet(**sample["net_input"], masked_tokens=masked)[0].float()
+                loss = F.cross_entropy(logits, sample["target"][masked], reduction="sum")
+                for t, g in zip(total, torch.autograd.grad(loss, params)):
+                    t += g.double()
+    finally:
+        supernet.train(was_training)
+    return torch.cat([t.flatten() for t in total])
+
+
+def cosine_matrix(vectors: Sequence[torch.Tensor]) -> np.ndarray:
+    """Pairwise cosine similarities of flattened gradients (float64)."""
+    stacked = torch.stack([v.double() for v in vectors])
+    normed = stacked / stacked.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    sim = (normed @ normed.T).cpu().numpy()
+    return (sim + sim.T) / 2  # equal up to rounding; made exactly symmetric
+
+
+def differing_children(base: Child, layer: int, m: int, num_candidates: int, rng: np.random.Generator) -> List[Child]:
+    """C children equal to ``base`` except layers layer+1 .. layer+m: child i takes
+    candidate i at layer+1 and random candidates at layer+2 .. layer+m."""
+    children = []
+    for i in range(num_candidates):
+        child = list(base)
+        child[layer + 1] = i
+        for n in range(layer + 2, layer + m + 1):
+            child[n] = int(rng.integers(num_candidates))
+        children.append(tuple(child))
+    return children
+
+
+@dataclass
+class InterferenceResult:
+    layer: int
+    matrix: np.ndarray  # m = 1, averaged over repeats; rows/columns = candidate at layer+1
+    mean_by_m: Dict[int, float]  # mean off-diagonal similarity for children differing in m layers
+
+
+def off_diagonal_mean(matrix: np.ndarray) -> float:
+    mask = ~np.eye(len(matrix), dtype=bool)
+    return float(matrix[mask].mean())
+
+
+def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: int, seed: int) -> InterferenceResult:
+    """Fig. 2a/2c for o_g in ``layer`` (0-based), averaged over ``repeats`` random o_g and paths."""
+    space = supernet.space
+    if not 0 <= layer < space.num_layers - 1:
+        raise MagicError(f"layer {layer} has no next layer to vary (the super-net has {space.num_layers} layers)")
+    if not 1 <= max_m <= space.num_layers - 1 - layer:
+        raise MagicError(f"m must be between 1 and {space.num_layers - 1 - layer} for layer {layer}, got {max_m}")
+    matrices = {m: [] for m in range(1, max_m + 1)}
+    for r in range(repeats):
+        rng = rng_for(seed, STREAM_INTERFERENCE, layer, r)
+        base = uniform_child(space, rng)
+        params = list(supernet.layers[layer].candidates[base[layer]].parameters())  # o_g
+        for m in range(1, max_m + 1):
+            children = differing_children(base, layer, m, space.num_candidates, rng)
+            matrices[m].append(cosine_matrix([gradient(supernet, c, params, batches) for c in children]))
+    return InterferenceResult(
+        layer=layer,
+        matrix=np.mean(matrices[1], axis=0),
+        mean_by_m={m: float(np.mean([off_diagonal_mean(x) for x in ms])) for m, ms in matrices.items()},
+    )

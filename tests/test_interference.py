@@ -1,0 +1,71 @@
+"""The interference instrument: gradient cosine similarities on a frozen super-net."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fairseq import checkpoint_utils
+
+from conftest import magic
+from fairseq_magic.errors import MagicError
+from fairseq_magic.interference import cosine_matrix, differing_children, gradient, measure
+from fairseq_magic.scoring import validation_batches
+
+
+@pytest.fixture(scope="module")
+def frozen(supernet):
+    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([supernet])
+    return model, validation_batches(task, "valid", 16, 16)
+
+
+def test_matrix_is_symmetric_with_ones_on_the_diagonal_and_deterministic(frozen):
+    model, batches = frozen
+    before = {k: v.clone() for k, v in model.state_dict().items() if k != "search_state"}
+    a = measure(model, batches, layer=1, max_m=3, repeats=2, seed=4)
+    b = measure(model, batches, layer=1, max_m=3, repeats=2, seed=4)
+    assert a.matrix.shape == (4, 4)
+    np.testing.assert_array_equal(a.matrix, a.matrix.T)
+    np.testing.assert_allclose(np.diag(a.matrix), 1.0, atol=1e-12)
+    assert np.array_equal(a.matrix, b.matrix) and a.mean_by_m == b.mean_by_m  # no dropout, no drift
+    assert sorted(a.mean_by_m) == [1, 2, 3]
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # weights untouched
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_identical_children_have_similarity_one(frozen):
+    model, batches = frozen
+    child = (0, 1, 2, 3, 0, 1)
+    params = list(model.layers[0].candidates[0].parameters())
+    g = [gradient(model, child, params, batches) for _ in range(2)]
+    other = gradient(model, (0, 2, 2, 3, 0, 1), params, batches)
+    sim = cosine_matrix(g + [other])
+    assert sim[0, 1] == pytest.approx(1.0, abs=1e-12)
+    assert sim[0, 2] < 1 - 1e-6  # a different child at layer 1 pulls another way
+
+
+def test_children_differ_exactly_in_the_chosen_layers():
+    rng = np.random.default_rng(0)
+    base = (0, 1, 2, 3, 0, 1)
+    children = differing_children(base, layer=1, m=3, num_candidates=4, rng=rng)
+    assert [c[2] for c in children] == [0, 1, 2, 3]
+    assert all(c[:2] == base[:2] and c[5:] == base[5:] for c in children)
+
+
+def test_bad_layers_are_an_error(frozen):
+    model, batches = frozen
+    with pytest.raises(MagicError, match="has no next layer"):
+        measure(model, batches, layer=5, max_m=1, repeats=1, seed=0)
+    with pytest.raises(MagicError, match="m must be between 1 and 2 for layer 3"):
+        measure(model, batches, layer=3, max_m=3, repeats=1, seed=0)
+
+
+def test_interference_command_compares_two_supernets(supernet, tmp_path):
+    proc = magic("interference", "--checkpoint", supernet, "--compare", supernet, "--labels", "a,b",
+                 "--layers", "0,2", "--max-m", "2", "--repeats", "1", "--sentences", "8", "--out", str(tmp_path))
+    for name in ("similarity_heatmaps.png", "similarity_vs_m.png", "similarity_vs_m.csv", "a_layer0_similarity.csv"):
+        assert (tmp_path / name).exists()
+    summary = json.loads((tmp_path / "interference.json").read_text())
+    assert summary["a/layer0"] == summary["b/layer0"]  # the same checkpoint twice: the same numbers
+    assert "matrices, plots and CSV files in" in proc.stdout
