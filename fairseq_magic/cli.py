@@ -275,6 +275,85 @@ def cmd_interference(args) -> None:
     print(f"matrices, plots and CSV files in {args.out}")
 
 
+def cmd_rank_sample(args) -> None:
+    from . import rank
+    from .export import load_supernet_checkpoint
+
+    _, _, space = load_supernet_checkpoint(args.checkpoint)
+    if args.list:
+        with open(args.list) as f:
+            children = [space.parse(line.strip()) for line in f if line.strip()]
+        names = rank.write_children(space, children, args.out)
+    else:
+        names = rank.sample_children(space, args.seed, args.children, args.out)
+    print(f"{len(names)} children of {space.describe()} written to {args.out}")
+
+
+def cmd_rank_train(args) -> None:
+    import shlex
+
+    from . import rank
+
+    truth = rank.train_children(args.dir, args.data, shlex.split(args.train_args), log=logger.info)
+    print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
+
+
+def cmd_rank_correlate(args) -> None:
+    """Kendall's tau of each super-net's estimates against stand-alone training (Table 1)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib.pyplot as plt
+
+    from . import rank
+    from .scoring import score_children
+
+    space, children = rank.read_children(args.dir)
+    truth = rank.read_truth(args.dir)
+    names = [n for n in children if n in truth]
+    if len(names) < len(children):
+        logger.info(f"{len(children) - len(names)} children have no ground truth yet; correlating {len(names)}")
+    labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.dirname(os.path.abspath(c))) for c in args.checkpoints]
+    if len(labels) != len(args.checkpoints):
+        raise MagicError(f"--labels names {len(labels)} super-nets, {len(args.checkpoints)} were given")
+    os.makedirs(args.out, exist_ok=True)
+    gt = [-truth[n] for n in names]  # higher is better, as the estimates
+    rows = {}
+    for label, checkpoint in zip(labels, args.checkpoints):
+        args.checkpoint = checkpoint
+        model, _, net_space, batches = load_supernet_for_scoring(args)
+        if net_space != space:
+            raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
+        estimates = [-s.loss for s in score_children(model, model, [children[n] for n in names], batches)]
+        rows[label] = dict(rank.correlation(estimates, gt), estimates=estimates)
+        fig, ax = plt.subplots(figsize=(4, 3.6))
+        ax.scatter(gt, estimates, s=14)
+        ax.set_xlabel("stand-alone: - validation loss (bits)")
+        ax.set_ylabel("super-net estimate: - loss (bits)")
+        ax.set_title(f"{label}: tau {rows[label]['tau']:.2f}")
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, f"scatter_{label}.png"), dpi=120)
+        plt.close(fig)
+    with open(os.path.join(args.out, "rank.json"), "w") as f:
+        json.dump({"children": names, "ground_truth": gt, "supernets": rows}, f, indent=1)
+    print(f"Kendall's tau over {len(names)} children (estimate: negative shared-weight validation loss)")
+    print(f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}")
+    for label, r in rows.items():
+        print(f"{label:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}")
+
+
+def add_scoring_options(p) -> None:
+    p.add_argument("--data", default="", help="data-bin directory (default: the super-net's)")
+    p.add_argument("--subset", default="valid", help="data split to score on")
+    p.add_argument("--sentences", type=int, default=512, help="validation sentences (blocks) scored per child")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cpu", action="store_true", help="score on the CPU even when a GPU is there")
+    p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-magic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +404,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
     p.add_argument("--no-progress-bar", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("rank", help="rank correlation of super-net estimates with stand-alone training (Table 1)")
+    rank_sub = p.add_subparsers(dest="rank_command", required=True)
+    q = rank_sub.add_parser("sample", help="M uniform children (or a list) as architecture files")
+    q.add_argument("--checkpoint", required=True, help="a super-net of the space to sample from")
+    q.add_argument("--out", required=True)
+    q.add_argument("--children", type=int, default=60, help="M (paper: 60)")
+    q.add_argument("--list", default="", help="a file of architecture strings, one per line, instead of sampling")
+    q.add_argument("--seed", type=int, default=1)
+    q.set_defaults(func=cmd_rank_sample)
+    q = rank_sub.add_parser("train", help="train each child from scratch with fairseq-train, child by child (resumable)")
+    q.add_argument("--dir", required=True, help="directory written by 'rank sample'")
+    q.add_argument("--data", required=True, help="data-bin directory")
+    q.add_argument("--train-args", required=True,
+                   help="the budget and settings, as fairseq-train options in one string, e.g. "
+                        "\"--max-update 300 --batch-size 16 --optimizer adam --lr 1e-3 --tokens-per-sample 128 --cpu\"")
+    q.set_defaults(func=cmd_rank_train)
+    q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")
+    q.add_argument("--dir", required=True, help="directory with children and truth.json")
+    q.add_argument("--checkpoints", nargs="+", required=True, help="super-net checkpoints (e.g. SPOS, MAGIC-T, ...)")
+    q.add_argument("--labels", default="", help="names of the super-nets, comma-separated")
+    q.add_argument("--out", required=True, help="where rank.json and the scatter plots go")
+    add_scoring_options(q)
+    q.set_defaults(func=cmd_rank_correlate)
 
     p = sub.add_parser(
         "interference", help="gradient cosine similarity of children on a shared operator (Fig. 2, 8)",
