@@ -294,7 +294,10 @@ def cmd_rank_train(args) -> None:
 
     from . import rank
 
-    truth = rank.train_children(args.dir, args.data, shlex.split(args.train_args), log=logger.info)
+    if bool(args.finetune_data) != bool(args.finetune_args):
+        raise MagicError("--finetune-data and --finetune-args go together")
+    truth = rank.train_children(args.dir, args.data, shlex.split(args.train_args), args.finetune_data,
+                                shlex.split(args.finetune_args), log=logger.info)
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
 
 
@@ -313,14 +316,14 @@ def cmd_rank_correlate(args) -> None:
 
     space, children = rank.read_children(args.dir)
     truth = rank.read_truth(args.dir)
-    names = [n for n in children if n in truth]
+    names = [n for n in children if args.ground_truth in truth.get(n, {})]
     if len(names) < len(children):
-        logger.info(f"{len(children) - len(names)} children have no ground truth yet; correlating {len(names)}")
+        logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
     labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.dirname(os.path.abspath(c))) for c in args.checkpoints]
     if len(labels) != len(args.checkpoints):
         raise MagicError(f"--labels names {len(labels)} super-nets, {len(args.checkpoints)} were given")
     os.makedirs(args.out, exist_ok=True)
-    gt = [-truth[n] for n in names]  # higher is better, as the estimates
+    gt = [rank.GROUND_TRUTHS[args.ground_truth] * truth[n][args.ground_truth] for n in names]  # higher is better
     rows = {}
     for label, checkpoint in zip(labels, args.checkpoints):
         args.checkpoint = checkpoint
@@ -331,7 +334,7 @@ def cmd_rank_correlate(args) -> None:
         rows[label] = dict(rank.correlation(estimates, gt), estimates=estimates)
         fig, ax = plt.subplots(figsize=(4, 3.6))
         ax.scatter(gt, estimates, s=14)
-        ax.set_xlabel("stand-alone: - validation loss (bits)")
+        ax.set_xlabel("stand-alone: " + ("- validation loss (bits)" if args.ground_truth == "valid_loss" else "fine-tuned accuracy"))
         ax.set_ylabel("super-net estimate: - loss (bits)")
         ax.set_title(f"{label}: tau {rows[label]['tau']:.2f}")
         fig.tight_layout()
@@ -420,12 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--train-args", required=True,
                    help="the budget and settings, as fairseq-train options in one string, e.g. "
                         "\"--max-update 300 --batch-size 16 --optimizer adam --lr 1e-3 --tokens-per-sample 128 --cpu\"")
+    q.add_argument("--finetune-data", default="", help="GLUE-format data-bin: also fine-tune each child on it")
+    q.add_argument("--finetune-args", default="",
+                   help="sentence_prediction settings as one string, e.g. \"--num-classes 2 --max-positions 128 "
+                        "--init-token 0 --separator-token 2 --batch-size 16 --lr 1e-5 --max-epoch 3 --cpu\"")
     q.set_defaults(func=cmd_rank_train)
     q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")
     q.add_argument("--dir", required=True, help="directory with children and truth.json")
     q.add_argument("--checkpoints", nargs="+", required=True, help="super-net checkpoints (e.g. SPOS, MAGIC-T, ...)")
     q.add_argument("--labels", default="", help="names of the super-nets, comma-separated")
     q.add_argument("--out", required=True, help="where rank.json and the scatter plots go")
+    q.add_argument("--ground-truth", choices=["valid_loss", "finetune_accuracy"], default="valid_loss")
     add_scoring_options(q)
     q.set_defaults(func=cmd_rank_correlate)
 

@@ -6,7 +6,9 @@ Table 1).
 2. ``train``: each child trained from scratch with ``fairseq-train --arch
    magic_child`` under one budget; child by child, resumable (a finished child
    is skipped, an interrupted one resumes from its checkpoint); its ground
-   truth is the best validation masked-LM loss, recorded in ``truth.json``.
+   truth is the best validation masked-LM loss and, when a GLUE-format task is
+   given, the best accuracy after fine-tuning with ``sentence_prediction``,
+   recorded in ``truth.json``.
 3. ``correlate``: each super-net scores every child with its shared weights
    (estimate = negative validation loss, as in the paper) and Kendall's tau
    (with its p-value) and Spearman's rho against the ground truth are computed
@@ -75,35 +77,66 @@ def read_children(out_dir: str):
     return space, children
 
 
-def read_truth(out_dir: str) -> Dict[str, float]:
+# Ground-truth metrics, each turned into "higher is better" for correlation.
+GROUND_TRUTHS = {"valid_loss": -1.0, "finetune_accuracy": 1.0}
+
+
+def read_truth(out_dir: str) -> Dict[str, Dict[str, float]]:
+    """{child: {metric: value}}: ``valid_loss`` (best stand-alone validation loss,
+    bits) and, when fine-tuned, ``finetune_accuracy``."""
     path = os.path.join(out_dir, "truth.json")
     if not os.path.isfile(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        truth = json.load(f)
+    # a plain number is a validation loss (the first format of this file)
+    return {name: v if isinstance(v, dict) else {"valid_loss": float(v)} for name, v in truth.items()}
 
 
-def train_children(out_dir: str, data: str, train_args: Sequence[str], log=print) -> Dict[str, float]:
-    """Train every child without a ground truth yet; returns {name: best validation loss}."""
+def _best(checkpoint: str) -> float:
+    import torch
+
+    # our own run's checkpoint: fairseq records the best validation metric in it
+    return float(torch.load(checkpoint, map_location="cpu", weights_only=False)["extra_state"]["best"])
+
+
+def _fairseq_train(name: str, cmd: List[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MagicError(f"training {name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_data: str = "",
+                   finetune_args: Sequence[str] = (), log=print) -> Dict[str, Dict[str, float]]:
+    """Train every child that has no ground truth yet: masked-LM pre-training from
+    scratch, then (with ``finetune_data``) fairseq's sentence_prediction from it."""
     _, children = read_children(out_dir)
     truth = read_truth(out_dir)
     plugin = os.path.dirname(os.path.abspath(__file__))
     for i, name in enumerate(children):
-        if name in truth:
+        record = truth.get(name, {})
+        if "valid_loss" in record and (not finetune_data or "finetune_accuracy" in record):
             continue
-        save_dir = os.path.join(out_dir, "train", name)
-        cmd = [sys.executable, "-m", "fairseq_cli.train", data, "--user-dir", plugin, "--task", "masked_lm",
-               "--criterion", "masked_lm", "--arch", "magic_child", "--child-arch", os.path.join(out_dir, f"{name}.json"),
-               "--save-dir", save_dir, "--no-epoch-checkpoints", *train_args]
-        log(f"training {name} ({i + 1}/{len(children)}) from scratch")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise MagicError(f"training {name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-        import torch
-
-        best = torch.load(os.path.join(save_dir, "checkpoint_best.pt"), map_location="cpu", weights_only=False)
-        truth[name] = float(best["extra_state"]["best"])  # our own checkpoint: best validation loss (bits)
+        arch = ["--user-dir", plugin, "--arch", "magic_child", "--child-arch", os.path.join(out_dir, f"{name}.json"),
+                "--no-epoch-checkpoints"]
+        pretrain = os.path.join(out_dir, "train", name)
+        if "valid_loss" not in record:
+            log(f"training child {name} ({i + 1}/{len(children)}) from scratch")
+            _fairseq_train(name, [data, "--task", "masked_lm", "--criterion", "masked_lm", *arch,
+                                  "--save-dir", pretrain, *train_args])
+            record["valid_loss"] = _best(os.path.join(pretrain, "checkpoint_best.pt"))
+        if finetune_data:
+            finetune = os.path.join(out_dir, "finetune", name)
+            log(f"fine-tuning child {name} ({i + 1}/{len(children)})")
+            _fairseq_train(name, [
+                finetune_data, "--task", "sentence_prediction", "--criterion", "sentence_prediction", *arch,
+                "--restore-file", os.path.join(pretrain, "checkpoint_best.pt"), "--reset-optimizer",
+                "--reset-dataloader", "--reset-meters", "--best-checkpoint-metric", "accuracy",
+                "--maximize-best-checkpoint-metric", "--save-dir", finetune, *finetune_args,
+            ])
+            record["finetune_accuracy"] = _best(os.path.join(finetune, "checkpoint_best.pt"))
+        truth[name] = record
         with open(os.path.join(out_dir, "truth.json"), "w") as f:
             json.dump(truth, f, indent=1)
-        log(f"{name}: best validation loss {truth[name]:.4f}")
+        log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()))
     return truth

@@ -1,6 +1,7 @@
 """Fine-tune an exported child with fairseq's sentence_prediction recipe, and load
 exported and fine-tuned models through the hub interface."""
 
+import json
 import re
 import sys
 
@@ -78,3 +79,19 @@ def test_hub_loads_the_exported_and_the_finetuned_model(pipeline):
     with torch.no_grad():
         logits = tuned.predict("sentence_classification_head", tuned.encode("Return a new array of zeros."))
     assert logits.shape == (1, 2)
+
+
+def test_rank_ground_truth_from_fine_tuning(pipeline, tmp_path):
+    root = pipeline["root"]
+    (tmp_path / "list.txt").write_text(ARCH + "\nFFN,FFN,FFN,FFN,FFN,FFN\n")
+    children = tmp_path / "children"
+    magic("rank", "sample", "--checkpoint", str(root / "supernet" / "checkpoint_last.pt"), "--out", str(children),
+          "--list", str(tmp_path / "list.txt"))
+    magic("rank", "train", "--dir", str(children), "--data", str(root / "mlm"),
+          "--train-args", "--max-update 3 --batch-size 8 --tokens-per-sample 32 --optimizer adam --lr 1e-3 --cpu --num-workers 0",
+          "--finetune-data", str(root / "glue"),
+          "--finetune-args", "--num-classes 2 --max-positions 32 --shorten-method truncate --init-token 0 "
+                             "--separator-token 2 --batch-size 16 --required-batch-size-multiple 1 --optimizer adam "
+                             "--lr 1e-3 --max-epoch 1 --cpu --num-workers 0")
+    truth = json.loads((children / "truth.json").read_text())
+    assert len(truth) == 2 and all(0 <= t["finetune_accuracy"] <= 100 and t["valid_loss"] > 0 for t in truth.values())
