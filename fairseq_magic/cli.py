@@ -260,6 +260,7 @@ def cmd_interference(args) -> None:
             ms = sorted(res.mean_by_m)
             writer.writerows([[label, layer, m, f"{res.mean_by_m[m]:.6f}"] for m in ms])
             ax.plot(ms, [res.mean_by_m[m] for m in ms], marker="o", label=f"{label}, layer {layer}")
+    ax.set_xticks(range(1, args.max_m + 1))
     ax.set_xlabel("m (layers in which the children differ)")
     ax.set_ylabel("mean gradient cosine similarity")
     ax.legend(fontsize=7)
