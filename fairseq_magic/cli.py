@@ -349,11 +349,12 @@ def cmd_rank_correlate(args) -> None:
         print(f"{label:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}")
 
 
-def add_scoring_options(p) -> None:
-    p.add_argument("--data", default="", help="data-bin directory (default: the super-net's)")
+def add_scoring_options(p, sentences: int = 512, batch_size: int = 32) -> None:
+    """Where children are scored: the options of load_supernet_for_scoring."""
+    p.add_argument("--data", default="", help="data-bin directory (default: the one the super-net was trained on)")
     p.add_argument("--subset", default="valid", help="data split to score on")
-    p.add_argument("--sentences", type=int, default=512, help="validation sentences (blocks) scored per child")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--sentences", type=int, default=sentences, help="validation sentences (blocks) used")
+    p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--cpu", action="store_true", help="score on the CPU even when a GPU is there")
     p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
 
@@ -385,10 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, help="trained super-net checkpoint")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--data", default="", help="data-bin directory (default: the one the super-net was trained on)")
-    p.add_argument("--subset", default="valid", help="data split to score on")
-    p.add_argument("--sentences", type=int, default=512, help="validation sentences (blocks) scored per child")
-    p.add_argument("--batch-size", type=int, default=32)
+    add_scoring_options(p)
     p.add_argument("--algorithm", choices=["evolution", "random"], default="evolution")
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--generations", type=int, default=20)
@@ -404,8 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs")
     p.add_argument("--top", type=int, default=10, help="children listed in the output")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cpu", action="store_true", help="score on the CPU even when a GPU is there")
-    p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
     p.add_argument("--no-progress-bar", action="store_true")
     p.set_defaults(func=cmd_search)
 
@@ -452,13 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="0", help="layers j of o_g (0-based), comma-separated")
     p.add_argument("--max-m", type=int, default=1, help="children differ in layers j+1..j+m, m = 1..max")
     p.add_argument("--repeats", type=int, default=10, help="random o_g and paths averaged (paper: 10)")
-    p.add_argument("--data", default="", help="data-bin directory (default: the super-net's)")
-    p.add_argument("--subset", default="valid")
-    p.add_argument("--sentences", type=int, default=64, help="sentences (blocks) in the fixed batch")
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--fp16", action="store_true")
+    add_scoring_options(p, sentences=64, batch_size=64)
     p.set_defaults(func=cmd_interference)
 
     p = sub.add_parser(
