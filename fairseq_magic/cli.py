@@ -201,6 +201,14 @@ def cmd_search(args) -> None:
     print(f"{len(results)} children scored; best architecture written to {best_file}")
 
 
+def supernet_labels(labels: str, checkpoints) -> list:
+    """Names for the compared super-nets: --labels, or each checkpoint's directory."""
+    names = labels.split(",") if labels else [os.path.basename(os.path.dirname(os.path.abspath(c))) or c for c in checkpoints]
+    if len(names) != len(checkpoints):
+        raise MagicError(f"--labels names {len(names)} super-nets, {len(checkpoints)} were given")
+    return names
+
+
 def cmd_interference(args) -> None:
     """Gradient cosine similarity of children on a shared operator (Fig. 2, 8)."""
     import csv
@@ -215,9 +223,7 @@ def cmd_interference(args) -> None:
     from .interference import measure
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
-    labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.dirname(os.path.abspath(c))) or c for c in checkpoints]
-    if len(labels) != len(checkpoints):
-        raise MagicError(f"--labels names {len(labels)} super-nets, {len(checkpoints)} were given")
+    labels = supernet_labels(args.labels, checkpoints)
     layers = [int(x) for x in args.layers.split(",")]
     os.makedirs(args.out, exist_ok=True)
     results = {}
@@ -320,9 +326,7 @@ def cmd_rank_correlate(args) -> None:
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
     if len(names) < len(children):
         logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
-    labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.dirname(os.path.abspath(c))) for c in args.checkpoints]
-    if len(labels) != len(args.checkpoints):
-        raise MagicError(f"--labels names {len(labels)} super-nets, {len(args.checkpoints)} were given")
+    labels = supernet_labels(args.labels, args.checkpoints)
     os.makedirs(args.out, exist_ok=True)
     gt = [rank.GROUND_TRUTHS[args.ground_truth] * truth[n][args.ground_truth] for n in names]  # higher is better
     rows = {}
