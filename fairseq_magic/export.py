@@ -18,11 +18,14 @@ from omegaconf import OmegaConf
 
 from .errors import MagicError
 from .models.child import CHILD_SPEC_KEY
-from .models.supernet import SEARCH_STATE_KEY, encode_json, resolve_child, space_from_args
+from .models.supernet import ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, encode_json, resolve_child, space_from_args
+from .modules.entangled import slice_state
 from .space import Child, SearchSpace
 
-SPEC_KEYS = ("child_arch", "encoder_embed_dim", "encoder_ffn_embed_dim", "attention_qkv_dim", "embed_factor_dim")
+SPEC_KEYS = ("child_arch", "encoder_embed_dim", "encoder_ffn_embed_dim", "attention_qkv_dim", "embed_factor_dim",
+             "attention_head_dim")
 _CANDIDATE_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)candidates\.(\d+)\.(.*)$")
+_KIND_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)kinds\.([A-Z]+)\.(.*)$")  # weight-entangled layers
 
 
 def load_supernet_checkpoint(path: str):
@@ -36,16 +39,22 @@ def load_supernet_checkpoint(path: str):
     return state, model_cfg, space_from_args(model_cfg)
 
 
-def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child) -> Dict[str, torch.Tensor]:
-    """The super-net's weights that a child uses, under the child's names."""
+def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child, space: SearchSpace) -> Dict[str, torch.Tensor]:
+    """The super-net's weights that a child uses, under the child's names (in a
+    weight-entangled space, the child's slices of the shared tensors)."""
     out = {}
     for key, value in supernet_state.items():
-        match = _CANDIDATE_KEY.match(key)
-        if match:
-            prefix, layer, candidate, rest = match.groups()
+        candidate_key, kind_key = _CANDIDATE_KEY.match(key), _KIND_KEY.match(key)
+        if candidate_key:
+            prefix, layer, candidate, rest = candidate_key.groups()
             if int(candidate) == child[int(layer)]:
                 out[prefix + rest] = value
-        elif key != SEARCH_STATE_KEY:
+        elif kind_key:
+            prefix, layer, kind, rest = kind_key.groups()
+            op = space.candidates[child[int(layer)]]
+            if op.kind == kind:
+                out[prefix + rest] = slice_state(space, op, rest, value).clone()
+        elif key != SEARCH_STATE_KEY and not key.startswith(ARCH_WEIGHTS_PREFIX):
             out[key] = value
     return out
 
@@ -58,6 +67,7 @@ def child_model_cfg(supernet_cfg, space: SearchSpace, child: Child) -> dict:
     cfg.update(
         _name="magic_child", child_arch=space.format(child), encoder_embed_dim=space.hidden_dim,
         encoder_ffn_embed_dim=space.ffn_dim, attention_qkv_dim=space.qkv_dim, embed_factor_dim=space.embed_dim,
+        attention_head_dim=space.head_dim,
     )
     return cfg
 
@@ -72,7 +82,7 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str) -> dict:
     cfg["task"] = {k: v for k, v in cfg["task"].items() if k in masked_lm_fields}
     cfg["task"]["_name"] = "masked_lm"
     cfg["criterion"] = {"_name": "masked_lm", "tpu": False}
-    weights = child_state_dict(state["model"], child)
+    weights = child_state_dict(state["model"], child, space)
     weights[CHILD_SPEC_KEY] = encode_json({k: v for k, v in cfg["model"].items() if k in SPEC_KEYS})
     exported = {
         "args": None,

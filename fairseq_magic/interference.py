@@ -91,7 +91,7 @@ def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: 
     for r in range(repeats):
         rng = rng_for(seed, STREAM_INTERFERENCE, layer, r)
         base = uniform_child(space, rng)
-        params = list(supernet.layers[layer].candidates[base[layer]].parameters())  # o_g
+        params = supernet.operator_parameters(layer, base[layer])  # o_g
         for m in range(1, max_m + 1):
             children = differing_children(base, layer, m, space.num_candidates, rng)
             matrices[m].append(cosine_matrix([gradient(supernet, c, params, batches) for c in children]))

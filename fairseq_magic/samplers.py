@@ -29,6 +29,9 @@ STREAM_INITIAL_CHILD = 2
 STREAM_ANCHOR = 3
 STREAM_AVERAGE_TARGET = 4
 STREAM_SHRINK = 5
+# 6: interference.py, 7: rank.py
+STREAM_GUMBEL = 8
+STREAM_ARCH_BATCHES = 9
 
 
 def uniform_child(space: SearchSpace, rng: np.random.Generator, allowed: Allowed = None) -> Child:

@@ -8,10 +8,18 @@ tuple of candidate indices, which is what samplers produce and models consume.
 Operator names carry their size:
 
 * ``MHA<h>``  multi-head self-attention with ``h`` heads over a Q/K/V width of
-  ``qkv_dim`` (the hidden size unless the space says otherwise);
+  ``qkv_dim`` (the hidden size unless the space says otherwise), or, in a
+  space with a fixed ``head_dim``, ``h`` heads of that width each;
 * ``FFN``     feed-forward network with the space's default inner size,
   ``FFN<d>`` with inner size ``d``;
 * ``CONV<k>`` separable convolution over the sequence with kernel ``k``.
+
+In a *weight-entangled* space (``entangled``) the candidates of one kind share
+one weight tensor, that of the kind's largest candidate: ``MHA<h>`` uses its
+first ``h`` heads (the head width is fixed, ``qkv_dim`` / the most heads),
+``FFN<d>`` its first ``d`` inner units and ``CONV<k>`` the centre ``k`` taps of
+its kernel. Children, and so sampling and search, are the same as in an
+ordinary space; only the super-net's weights are fewer.
 
 Parameter and FLOP counts follow the modules in ``modules/operators.py``
 exactly (a test checks them against the built model), so that limits used in
@@ -83,6 +91,8 @@ class SearchSpace:
     ffn_dim: int
     qkv_dim: int
     embed_dim: int  # factorised embedding width; == hidden_dim when not factorised
+    head_dim: int = 0  # > 0: MHA<h> has h heads of this width (Q/K/V width h * head_dim)
+    entangled: bool = False  # candidates of a kind share the weights of its largest
 
     @classmethod
     def build(
@@ -93,8 +103,13 @@ class SearchSpace:
         ffn_dim: int,
         qkv_dim: int = 0,
         embed_dim: int = 0,
+        head_dim: int = 0,
+        entangled: bool = False,
     ) -> "SearchSpace":
-        """Build from command-line style values; ``0`` means "the hidden size"."""
+        """Build from command-line style values; ``0`` means "the hidden size".
+
+        An entangled space fixes the head width at ``qkv_dim`` over the largest
+        MHA's heads, unless ``head_dim`` gives it."""
         if num_layers < 1:
             raise SpaceError(f"a super-net needs at least one layer, got {num_layers}")
         if hidden_dim < 1 or ffn_dim < 1:
@@ -109,16 +124,28 @@ class SearchSpace:
             if key in seen:
                 raise SpaceError(f"candidate '{op}' is listed twice (as '{seen[key]}')")
             seen[key] = op.name
+        qkv_dim = qkv_dim or hidden_dim
+        heads = [op.size for op in ops if op.kind == "MHA"]
+        if entangled and not head_dim and heads:
+            if qkv_dim % max(heads):
+                raise SpaceError(
+                    f"entangled space: {max(heads)} heads (the largest MHA) do not divide the Q/K/V width {qkv_dim}"
+                )
+            head_dim = qkv_dim // max(heads)
+        if head_dim < 0:
+            raise SpaceError(f"head width must be positive, got {head_dim}")
         space = cls(
             num_layers=num_layers,
             candidates=ops,
             hidden_dim=hidden_dim,
             ffn_dim=ffn_dim,
-            qkv_dim=qkv_dim or hidden_dim,
+            qkv_dim=qkv_dim,
             embed_dim=embed_dim or hidden_dim,
+            head_dim=head_dim,
+            entangled=bool(entangled),
         )
         for op in ops:
-            if op.kind == "MHA" and space.qkv_dim % op.size:
+            if op.kind == "MHA" and not head_dim and space.qkv_dim % op.size:
                 raise SpaceError(
                     f"'{op}': {op.size} heads do not divide the Q/K/V width {space.qkv_dim}"
                 )
@@ -177,9 +204,23 @@ class SearchSpace:
         return ",".join(self.candidates[c].name for c in self.validate(child))
 
     # ------------------------------------------------------------------ sizes
+    def attention_width(self, op: Operator) -> int:
+        """Q/K/V width of an MHA candidate."""
+        return op.size * self.head_dim if self.head_dim else self.qkv_dim
+
+    def largest(self, kind: str) -> Optional[Operator]:
+        """The largest candidate of a kind (whose weights an entangled space shares)."""
+        ops = [op for op in self.candidates if op.kind == kind]
+        return max(ops, key=lambda op: op.size) if ops else None
+
+    @property
+    def kinds(self) -> Tuple[str, ...]:
+        """The operator kinds among the candidates, in the order they first appear."""
+        return tuple(dict.fromkeys(op.kind for op in self.candidates))
+
     def operator_params(self, op: Operator) -> int:
         """Parameters of one sub-layer: the operator plus its LayerNorm."""
-        h, q = self.hidden_dim, self.qkv_dim
+        h, q = self.hidden_dim, self.attention_width(op)
         layer_norm = 2 * h
         if op.kind == "MHA":
             body = 3 * (h * q + q) + (q * h + h)
@@ -191,7 +232,7 @@ class SearchSpace:
 
     def operator_flops(self, op: Operator, seq_len: int) -> int:
         """Forward FLOPs (2 per multiply-add) of one operator over ``seq_len`` tokens."""
-        h, q, n = self.hidden_dim, self.qkv_dim, seq_len
+        h, q, n = self.hidden_dim, self.attention_width(op), seq_len
         if op.kind == "MHA":
             return 2 * n * h * 3 * q + 2 * 2 * n * n * q + 2 * n * q * h
         if op.kind == "FFN":
@@ -228,7 +269,10 @@ class SearchSpace:
         return sum(self.operator_flops(self.candidates[c], seq_len) for c in self.validate(child))
 
     def supernet_params(self) -> int:
-        """Parameters of all layers of the super-net (every candidate of every layer)."""
+        """Parameters of all layers of the super-net: every candidate of every
+        layer, or in an entangled space the largest candidate of each kind."""
+        if self.entangled:
+            return self.num_layers * sum(self.operator_params(self.largest(kind)) for kind in self.kinds)
         return self.num_layers * sum(self.operator_params(op) for op in self.candidates)
 
     # ------------------------------------------------------------------ I/O
@@ -247,13 +291,16 @@ class SearchSpace:
                 ffn_dim=int(d["ffn_dim"]),
                 qkv_dim=int(d.get("qkv_dim", 0)),
                 embed_dim=int(d.get("embed_dim", 0)),
+                head_dim=int(d.get("head_dim", 0)),
+                entangled=bool(d.get("entangled", False)),
             )
         except (KeyError, TypeError) as err:
             raise SpaceError(f"malformed search space description: {err}") from None
 
     def describe(self) -> str:
         return (
-            f"{self.num_layers} layers x {{{', '.join(self.candidate_names)}}}, "
+            f"{self.num_layers} layers x {{{', '.join(self.candidate_names)}}}"
+            f"{' (weight-entangled)' if self.entangled else ''}, "
             f"hidden {self.hidden_dim}, {self.num_children:.3g} children"
         )
 

@@ -25,7 +25,7 @@ from fairseq.logging import metrics
 
 from ..errors import MagicError
 
-_CHILD_LOSS = re.compile(r"^child\d+_loss$")
+_CHILD_LOSS = re.compile(r"^(child\d+|mixture)_loss$")
 
 
 @dataclass

@@ -39,6 +39,9 @@ class MagicChildConfig(FairseqDataclass):
     encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "inner size of a bare FFN (string --child-arch)"})
     attention_qkv_dim: int = field(default=0, metadata={"help": "Q/K/V width of every MHA (0: hidden size)"})
     embed_factor_dim: int = field(default=0, metadata={"help": "factorised embedding width (0: none)"})
+    attention_head_dim: int = field(
+        default=0, metadata={"help": "fixed head width: MHA<h> has h heads of this width (0: Q/K/V width over h)"}
+    )
     dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
@@ -59,12 +62,13 @@ def child_from_args(args):
         file_space, file_child = load_child(arch)
         ops = [file_space.candidates[c].name for c in file_child]
         dims = dict(hidden_dim=file_space.hidden_dim, ffn_dim=file_space.ffn_dim,
-                    qkv_dim=file_space.qkv_dim, embed_dim=file_space.embed_dim)
+                    qkv_dim=file_space.qkv_dim, embed_dim=file_space.embed_dim, head_dim=file_space.head_dim)
     else:
         ops = [op.strip() for op in arch.split(",")]
         dims = dict(hidden_dim=int(args.encoder_embed_dim), ffn_dim=int(args.encoder_ffn_embed_dim),
                     qkv_dim=int(safe_getattr(args, "attention_qkv_dim", 0) or 0),
-                    embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0))
+                    embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0),
+                    head_dim=int(safe_getattr(args, "attention_head_dim", 0) or 0))
     if any(not op for op in ops):
         raise MagicError(f"empty operator in --child-arch '{arch}'")
     space = SearchSpace.build(len(ops), ",".join(dict.fromkeys(ops)), **dims)
@@ -89,6 +93,7 @@ def _save_child_spec(module, state_dict, prefix, local_metadata):
     state_dict[prefix + CHILD_SPEC_KEY] = encode_json(dict(
         child_arch=space.format(module.child), encoder_embed_dim=space.hidden_dim,
         encoder_ffn_embed_dim=space.ffn_dim, attention_qkv_dim=space.qkv_dim, embed_factor_dim=space.embed_dim,
+        attention_head_dim=space.head_dim,
     ))
 
 

@@ -40,6 +40,7 @@ from omegaconf import II, OmegaConf
 
 from ..errors import MagicError
 from ..modules import ChildLayer, SupernetLayer, build_sublayer
+from ..modules.entangled import EntangledSupernetLayer
 from ..space import Child, SearchSpace, load_child
 
 ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
@@ -67,6 +68,11 @@ class MagicSupernetConfig(FairseqDataclass):
         default="",
         metadata={"help": "child to run when no sampler chooses one (inference, hub): an architecture string or JSON file"},
     )
+    weight_entanglement: bool = field(
+        default=False,
+        metadata={"help": "weight-entangled space: the candidates of a kind share the largest one's weights "
+                  "(MHA<h>: first h heads, FFN<d>: first d units, CONV<k>: centre k taps)"},
+    )
     dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
@@ -87,6 +93,7 @@ def space_from_args(args) -> SearchSpace:
         ffn_dim=int(args.encoder_ffn_embed_dim),
         qkv_dim=int(safe_getattr(args, "attention_qkv_dim", 0) or 0),
         embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0),
+        entangled=bool(safe_getattr(args, "weight_entanglement", False)),
     )
 
 
@@ -136,7 +143,7 @@ class SupernetTransformerEncoder(TransformerEncoder):
 
     def build_encoder_layer(self, args):
         if self.child is None:
-            return SupernetLayer(self.space, args)
+            return (EntangledSupernetLayer if self.space.entangled else SupernetLayer)(self.space, args)
         op = self.space.candidates[self.child[self._layers_built]]
         self._layers_built += 1
         return build_sublayer(op, self.space, args, cls=ChildLayer)
@@ -192,6 +199,7 @@ def build_roberta_model(cls, args, task, space: SearchSpace, child: Optional[Chi
 
 
 SEARCH_STATE_KEY = "search_state"
+ARCH_WEIGHTS_PREFIX = "arch_weights."
 
 
 def encode_json(value) -> torch.Tensor:
@@ -204,8 +212,11 @@ def decode_json(tensor: torch.Tensor):
 
 
 def _save_search_state(module, state_dict, prefix, local_metadata):
-    """State-dict hook: the search state is saved with the weights."""
+    """State-dict hook: the search state (and architecture weights) are saved with the weights."""
     state_dict[prefix + SEARCH_STATE_KEY] = encode_json(module.search_state)
+    if module.arch_weights is not None:
+        for key, value in module.arch_weights.state_dict().items():
+            state_dict[prefix + ARCH_WEIGHTS_PREFIX + key] = value
 
 
 def _load_search_state(module, state_dict, prefix, *args):
@@ -214,6 +225,10 @@ def _load_search_state(module, state_dict, prefix, *args):
     if encoded is not None:
         module.search_state.clear()
         module.search_state.update(decode_json(encoded))
+    start = prefix + ARCH_WEIGHTS_PREFIX
+    arch = {key[len(start):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(start)]}
+    if arch:
+        module.attach_arch_weights(module.arch_weights, pending=arch)
 
 
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)
@@ -228,6 +243,8 @@ class MagicSupernetModel(RobertaModel):
     def __init__(self, args, encoder):
         super().__init__(args, encoder)
         self.search_state: Dict = {}
+        self.arch_weights = None  # relaxation.ArchitectureWeights, when a gradient-based search runs
+        self._pending_arch_state: Optional[Dict] = None
         self._register_state_dict_hook(_save_search_state)
         self.register_load_state_dict_pre_hook(_load_search_state)
 
@@ -267,6 +284,30 @@ class MagicSupernetModel(RobertaModel):
             layer.active = choice
         return child
 
+    def set_mixture(self, weights: torch.Tensor, run: Sequence[Sequence[int]]) -> None:
+        """Run the weighted mixture of candidates (gradient-based search):
+        layer ``l`` outputs ``sum_c weights[l, c] * candidate_c(x)`` over the
+        candidates ``run[l]``. Replaces any chosen child."""
+        if tuple(weights.shape) != (self.space.num_layers, self.space.num_candidates):
+            raise MagicError(f"mixture weights of shape {tuple(weights.shape)} for a space of "
+                             f"{self.space.num_layers} x {self.space.num_candidates}")
+        device = next(self.parameters()).device
+        weights = weights.to(device)
+        for l, layer in enumerate(self.layers):
+            layer.active = None
+            layer.mixture = (weights[l], list(run[l]))
+
+    def attach_arch_weights(self, arch_weights, pending: Optional[Dict] = None) -> None:
+        """Keep ``arch_weights`` with the model, so that it is saved in and
+        restored from checkpoints. State loaded before it is attached waits."""
+        self.arch_weights = arch_weights
+        pending = pending if pending is not None else self._pending_arch_state
+        self._pending_arch_state = None
+        if pending is not None and arch_weights is not None:
+            arch_weights.load_state_dict(pending)
+        elif pending is not None:
+            self._pending_arch_state = pending
+
     @contextmanager
     def child_context(self, arch) -> Iterator[Child]:
         """Run a different child inside a ``with`` block, then restore the previous one."""
@@ -295,21 +336,20 @@ class MagicSupernetModel(RobertaModel):
             states.append(x)
         return states
 
-    def operator_parameters(self, layer: int, candidate: int):
-        return self.layers[layer].candidates[candidate].parameters()
+    def operator_parameters(self, layer: int, candidate: int) -> List[nn.Parameter]:
+        return self.layers[layer].candidate_parameters(candidate)
 
     def inactive_parameters(self) -> List[nn.Parameter]:
-        """Parameters of every candidate the current child does not use."""
-        child = self.child
-        if child is None:
-            raise MagicError("no child selected")
-        return [
-            p
-            for layer, choice in zip(self.layers, child)
-            for i, candidate in enumerate(layer.candidates)
-            if i != choice
-            for p in candidate.parameters()
-        ]
+        """Parameters that the current child (or mixture) does not compute with."""
+        unused = []
+        for layer in self.layers:
+            if layer.active is not None:
+                unused += layer.unused_parameters([layer.active])
+            elif layer.mixture is not None:
+                unused += layer.unused_parameters(layer.mixture[1])
+            else:
+                raise MagicError("no child selected")
+        return unused
 
 
 def _set_defaults(args, **defaults):
@@ -329,6 +369,7 @@ def magic_supernet_base(args):
         attention_qkv_dim=0,
         embed_factor_dim=512,
         child_arch="",
+        weight_entanglement=False,
     )
     roberta_base_architecture(args)
 
@@ -361,6 +402,21 @@ def magic_supernet_analysis(args):
         candidate_ops="MHA6,MHA8,FFN,FFN832,CONV3,CONV5",
         encoder_ffn_embed_dim=768,
         attention_qkv_dim=384,
+    )
+    magic_supernet_base(args)
+
+
+@register_model_architecture("magic_supernet", "magic_supernet_tangle_tiny")
+def magic_supernet_tangle_tiny(args):
+    # A weight-entangled space at CPU scale: heads, FFN sizes and kernels share weights.
+    _set_defaults(
+        args,
+        supernet_layers=8,
+        candidate_ops="MHA2,MHA4,FFN256,FFN512,CONV3,CONV5",
+        encoder_embed_dim=128,
+        encoder_ffn_embed_dim=512,
+        embed_factor_dim=0,
+        weight_entanglement=True,
     )
     magic_supernet_base(args)
 

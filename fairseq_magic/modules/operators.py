@@ -8,7 +8,7 @@ Parameter counts are what ``SearchSpace.operator_params`` says; a test checks
 the two agree.
 """
 
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -107,7 +107,7 @@ def build_sublayer(op: Operator, space: SearchSpace, cfg, cls=None) -> "Sublayer
     ``cfg`` carries dropouts and activation."""
     d = space.hidden_dim
     if op.kind == "MHA":
-        body = SelfAttention(d, op.size, space.qkv_dim, cfg.attention_dropout)
+        body = SelfAttention(d, op.size, space.attention_width(op), cfg.attention_dropout)
     elif op.kind == "FFN":
         body = FeedForward(d, op.size, cfg.activation_fn, cfg.activation_dropout)
     else:
@@ -133,19 +133,41 @@ class SupernetLayer(nn.Module):
 
     The other candidates take no part in the forward pass, so they cost no
     compute, hold no activations and receive no gradient.
+
+    For gradient-based search a layer can instead run a *mixture*
+    (``set_mixture``): the sum of ``weights[c] * candidate_c(x)`` over the
+    candidates ``c`` listed to run (DARTS; GDAS lists only the sampled one).
+    A chosen child (``active``) takes precedence over a mixture.
     """
 
     def __init__(self, space: SearchSpace, cfg):
         super().__init__()
+        self.space = space
         self.candidates = nn.ModuleList(build_sublayer(op, space, cfg) for op in space.candidates)
         self.active: Optional[int] = None
+        self.mixture: Optional[Tuple[Tensor, List[int]]] = None  # (weights (C,), candidates to run)
 
     def upgrade_state_dict_named(self, state_dict, name):
         """Called by fairseq's encoder on load; this layout has had no older format."""
 
     def forward(self, x: Tensor, encoder_padding_mask: Optional[Tensor] = None, attn_mask=None) -> Tensor:
-        if self.active is None:
-            raise MagicError(
-                "no child selected: call model.set_child(...) or give --child-arch"
-            )
-        return self.candidates[self.active](x, encoder_padding_mask)
+        if self.active is not None:
+            return self.run_choice(self.active, x, encoder_padding_mask)
+        if self.mixture is not None:
+            weights, run = self.mixture
+            return self.run_mixture(weights.to(x.dtype), run, x, encoder_padding_mask)
+        raise MagicError("no child selected: call model.set_child(...) or give --child-arch")
+
+    def run_choice(self, c: int, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        return self.candidates[c](x, padding_mask)
+
+    def run_mixture(self, weights: Tensor, run: Sequence[int], x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        return sum(weights[c] * self.candidates[c](x, padding_mask) for c in run)
+
+    def candidate_parameters(self, c: int) -> List[nn.Parameter]:
+        """The parameters candidate ``c`` computes with."""
+        return list(self.candidates[c].parameters())
+
+    def unused_parameters(self, used: Sequence[int]) -> List[nn.Parameter]:
+        """Parameters that none of the candidates ``used`` computes with."""
+        return [p for c, candidate in enumerate(self.candidates) if c not in used for p in candidate.parameters()]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
+from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
@@ -34,10 +35,13 @@ from ..errors import MagicError
 from ..frozen import hidden_from_optimizer
 from ..models.supernet import MagicSupernetModel, resolve_child
 from ..samplers import (
-    SAMPLERS, STREAM_AVERAGE_TARGET, STREAM_SHRINK, build_sampler, count_children, rng_for, uniform_child,
+    SAMPLERS, STREAM_AVERAGE_TARGET, STREAM_GUMBEL, STREAM_SHRINK, build_sampler, count_children, rng_for, uniform_child,
     validation_children,
 )
 from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
+from ..relaxation import (
+    ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale,
+)
 from ..scoring import rank_and_world, score_children, validation_batches
 from ..space import Child
 
@@ -94,6 +98,34 @@ class MagicMaskedLMConfig(MaskedLMConfig):
     shrink_children: int = field(
         default=100, metadata={"help": "progressive shrinking: children scored to judge the pairs"}
     )
+    # gradient-based search (relaxation.py)
+    relaxation: ChoiceEnum(list(RELAXATIONS)) = field(
+        default="none",
+        metadata={"help": "none: train sampled children (--sampler); mixture: every layer outputs the theta-weighted "
+                  "sum of its candidates (DARTS; TangleNAS superposition in an entangled space); gdas: one "
+                  "candidate per layer from a Gumbel-softmax over theta (memory-light)"},
+    )
+    arch_optimizer: ChoiceEnum(list(ARCH_OPTIMIZERS)) = field(
+        default="gaea",
+        metadata={"help": "architecture update: darts-adam / darts-sgd (softmax logits), or gaea "
+                  "(exponentiated gradient on the simplex)"},
+    )
+    arch_lr: float = field(
+        default=0.0, metadata={"help": "architecture learning rate (0: darts-adam 3e-4, darts-sgd 3e-2, gaea 0.1)"}
+    )
+    arch_objective: ChoiceEnum(["bilevel", "erm"]) = field(
+        default="bilevel",
+        metadata={"help": "bilevel: theta steps on batches of --arch-subset, alternating with the weights' steps; "
+                  "erm: theta and weights step together on the training batches (single-level)"},
+    )
+    arch_subset: str = field(
+        default="valid", metadata={"help": "bilevel: the held-out split theta is trained on"}
+    )
+    arch_batch_size: int = field(default=16, metadata={"help": "bilevel: sentences per architecture step"})
+    arch_warmup_updates: int = field(
+        default=0, metadata={"help": "train the weights alone (theta fixed) for the first N updates"}
+    )
+    gdas_tau: float = field(default=1.0, metadata={"help": "gdas: Gumbel-softmax temperature"})
 
 
 def unwrap(model) -> MagicSupernetModel:
@@ -130,6 +162,14 @@ class MagicMaskedLMTask(MaskedLMTask):
             )
         if cfg.shrink_per_epoch < 0:
             raise MagicError("--shrink-per-epoch must be >= 0")
+        if self.relaxed and cfg.shrink_per_epoch:
+            raise MagicError(f"--relaxation {cfg.relaxation} searches by gradient; it does not combine with --shrink-per-epoch")
+        if cfg.arch_batch_size < 1 or cfg.gdas_tau <= 0 or cfg.arch_warmup_updates < 0:
+            raise MagicError("--arch-batch-size must be >= 1, --gdas-tau > 0 and --arch-warmup-updates >= 0")
+        self.arch: Optional[ArchitectureWeights] = None
+        self._arch_batches: Optional[HeldOutBatches] = None
+        self._arch_update = -1  # the update whose architecture gradient is being accumulated (erm)
+        self._arch_grad, self._arch_tokens = None, 0.0
         self.sampler = None
         self._valid_archs: Tuple[object, List[Child]] = (None, [])
         self._current: Optional[Tuple[int, Child]] = None  # (update number, child)
@@ -146,6 +186,15 @@ class MagicMaskedLMTask(MaskedLMTask):
         self.sampler = build_sampler(self.cfg.sampler, space, self.cfg.seed, gradual_k=self.cfg.gradual_k)
         if self.cfg.anchor_arch:
             resolve_child(self.cfg.anchor_arch, space)  # fail before training, not at the first alignment
+        if self.relaxed:
+            self.arch = ArchitectureWeights(space.num_layers, space.num_candidates, self.cfg.arch_optimizer, self.cfg.arch_lr)
+            supernet.attach_arch_weights(self.arch)  # saved with the model; a checkpoint restores it
+            logger.info(
+                f"search space: {space.describe()}; gradient-based search: {self.cfg.relaxation} relaxation, "
+                f"{self.cfg.arch_optimizer} (lr {self.arch.lr}), {self.cfg.arch_objective}"
+                + (f" on '{self.cfg.arch_subset}'" if self.cfg.arch_objective == "bilevel" else "")
+            )
+            return model
         logger.info(f"search space: {space.describe()}; sampler: {self.cfg.sampler}")
         for i, child in enumerate(self.valid_archs):
             logger.info(f"validation child {i}: {space.format(child)}")
@@ -167,7 +216,14 @@ class MagicMaskedLMTask(MaskedLMTask):
     def build_criterion(self, cfg, from_checkpoint=False):
         criterion = super().build_criterion(cfg, from_checkpoint)
         self.align_lambda = float(getattr(criterion, "align_lambda", 0.0))
+        if self.relaxed and self.align_lambda > 0:
+            raise MagicError(f"--relaxation {self.cfg.relaxation} trains no single child to align: drop --align-lambda")
         return criterion
+
+    @property
+    def relaxed(self) -> bool:
+        """Gradient-based search (a mixture or GDAS) instead of sampled children."""
+        return self.cfg.relaxation != "none"
 
     @property
     def uses_anchor(self) -> bool:
@@ -208,6 +264,8 @@ class MagicMaskedLMTask(MaskedLMTask):
         return self._current[1]
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if self.relaxed:
+            return self._relaxed_train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         child = unwrap(model).set_child(self.child_for_update(update_num))
         if self.cfg.child_log:
             self._log_child(update_num, child, unwrap(model))
@@ -216,12 +274,87 @@ class MagicMaskedLMTask(MaskedLMTask):
     def optimizer_step(self, optimizer, model, update_num):
         with hidden_from_optimizer(optimizer, unwrap(model).inactive_parameters()):
             super().optimizer_step(optimizer, model, update_num)
+        if self.relaxed:
+            if self._erm_active(update_num):
+                self._arch_step(model, self._arch_grad, self._arch_tokens)
+            metrics.log_scalar("arch_entropy", self.arch.entropy(), weight=0, round=4)
+            return
         if (
             self.uses_anchor
             and self.cfg.anchor_policy == "best"
             and (update_num + 1) % self.cfg.anchor_eval_interval == 0
         ):
             self._consider_for_anchor(model, self.child_for_update(update_num))
+
+    # ------------------------------------------------------------ gradient-based search
+    def mixture(self, update_num: int, phase: int, grad: bool):
+        """(weights, candidates to run per layer) for one forward. GDAS draws its
+        Gumbel noise from (seed, update, phase): the same on every rank and
+        micro-batch, and again after a resume."""
+        with torch.set_grad_enabled(grad):
+            if self.cfg.relaxation == "gdas":
+                noise = gumbel_noise(rng_for(self.cfg.seed, STREAM_GUMBEL, update_num, phase), tuple(self.arch.param.shape))
+                weights, chosen = self.arch.gdas(noise, self.cfg.gdas_tau)
+                run = [[c] for c in chosen]
+            else:
+                weights = self.arch.theta()
+                run = [[c for c, w in enumerate(row) if w > 0] for row in weights.detach().tolist()]
+        return (weights if grad else weights.detach()), run
+
+    def _erm_active(self, update_num: int) -> bool:
+        return self.cfg.arch_objective == "erm" and update_num >= self.cfg.arch_warmup_updates
+
+    def _relaxed_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad):
+        supernet = unwrap(model)
+        if self._arch_update != update_num:  # the first micro-batch of this update
+            self._arch_update = update_num
+            self._arch_grad, self._arch_tokens = torch.zeros_like(self.arch.param), 0.0
+            if self.cfg.arch_objective == "bilevel" and update_num >= self.cfg.arch_warmup_updates:
+                self._bilevel_arch_step(model, supernet, criterion, update_num)
+        erm = self._erm_active(update_num)
+        supernet.set_mixture(*self.mixture(update_num, phase=0, grad=erm))
+        loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if erm and self.arch.param.grad is not None:
+            # fairseq's backward saw the summed loss times the fp16/AMP loss scale
+            self._arch_grad += self.arch.param.grad / loss_scale(optimizer)
+            self._arch_tokens += 0.0 if ignore_grad else float(sample_size)
+            self.arch.param.grad = None
+        return loss, sample_size, logging_output
+
+    def _bilevel_arch_step(self, model, supernet, criterion, update_num: int) -> None:
+        """One step of theta on a held-out batch, before the weights' step (DARTS,
+        first order). Only theta's gradient is taken: the weights' ``.grad`` stay
+        untouched."""
+        if self._arch_batches is None:
+            self._arch_batches = HeldOutBatches(self, self.cfg.arch_subset, self.cfg.arch_batch_size, self.cfg.seed)
+        device = next(supernet.parameters()).device
+        batch = utils.apply_to_sample(lambda t: t.to(device), self._arch_batches(update_num))
+        supernet.set_mixture(*self.mixture(update_num, phase=1, grad=True))
+        model.train()
+        loss, sample_size, _ = criterion(supernet, batch)
+        (grad,) = torch.autograd.grad(loss, [self.arch.param])
+        self._arch_step(model, grad, float(sample_size))
+
+    def _arch_step(self, model, grad_sum: torch.Tensor, tokens: float) -> None:
+        """theta's step with the gradient of the mean per-token loss over all ranks
+        (one small all-reduce: the only communication the search adds)."""
+        rank, world = rank_and_world()
+        if world > 1:
+            packed = torch.cat([grad_sum.flatten(), grad_sum.new_tensor([tokens])])
+            packed = packed.to(next(unwrap(model).parameters()).device)
+            torch.distributed.all_reduce(packed)
+            packed = packed.cpu()
+            grad_sum, tokens = packed[:-1].view_as(grad_sum), float(packed[-1])
+        if tokens > 0 and torch.isfinite(grad_sum).all():
+            self.arch.step(grad_sum / tokens)
+
+    def arch_summary(self) -> str:
+        return (f"mean entropy {self.arch.entropy():.4f} nats; argmax child {self.space.format(self.arch.argmax())}")
+
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        if self.relaxed:
+            logger.info(f"architecture after epoch {epoch}: {self.arch_summary()}")
 
     # ------------------------------------------------------------ MAGIC-A
     def alignment_active(self, update_num: int) -> bool:
@@ -331,7 +464,10 @@ class MagicMaskedLMTask(MaskedLMTask):
 
     # ------------------------------------------------------------ validation
     def valid_step(self, sample, model, criterion):
-        """Loss of each fixed validation child; ``loss`` is their mean."""
+        """Loss of each fixed validation child; ``loss`` is their mean. Under a
+        relaxation, ``loss`` is the argmax child's and ``mixture_loss`` the mixture's."""
+        if self.relaxed:
+            return self._relaxed_valid_step(sample, model, criterion)
         supernet = unwrap(model)
         model.eval()
         total, logging_output = 0.0, {}
@@ -346,3 +482,17 @@ class MagicMaskedLMTask(MaskedLMTask):
         mean = total / len(self.valid_archs)
         logging_output["loss"] = mean.data if torch.is_tensor(mean) else mean
         return mean, sample_size, logging_output
+
+    def _relaxed_valid_step(self, sample, model, criterion):
+        supernet = unwrap(model)
+        model.eval()
+        with torch.no_grad():
+            weights, run = self.arch.theta().detach(), [list(range(self.space.num_candidates))] * self.space.num_layers
+            supernet.set_mixture(weights, run)
+            mixture_loss, _, _ = criterion(model, sample)
+            with supernet.child_context(self.arch.argmax()):
+                loss, sample_size, logging_output = criterion(model, sample)
+        logging_output = dict(logging_output)
+        logging_output["mixture_loss"] = mixture_loss.data
+        metrics.log_scalar("arch_entropy", self.arch.entropy(), weight=0, round=4)
+        return loss, sample_size, logging_output
