@@ -117,6 +117,31 @@ def cmd_export(args) -> None:
     print(result["out"])
 
 
+def cmd_derive(args) -> None:
+    """The argmax child of a gradient-based search, as an architecture file."""
+    from .export import load_supernet_checkpoint
+    from .models.supernet import ARCH_WEIGHTS_PREFIX
+    from .relaxation import entropy_of, theta_from_state
+    from .space import save_child
+
+    state, _, space = load_supernet_checkpoint(args.checkpoint)
+    arch = {k[len(ARCH_WEIGHTS_PREFIX):]: v for k, v in state["model"].items() if k.startswith(ARCH_WEIGHTS_PREFIX)}
+    if not arch:
+        raise MagicError(f"{args.checkpoint} has no architecture weights (train with --relaxation mixture or gdas)")
+    theta = theta_from_state(arch)
+    child = tuple(int(c) for c in theta.argmax(dim=-1))
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    save_child(args.out, space, child, theta=[[round(float(t), 6) for t in row] for row in theta],
+               entropy=entropy_of(theta), checkpoint=os.path.abspath(args.checkpoint),
+               updates=state["optimizer_history"][-1].get("num_updates"))
+    names = space.candidate_names
+    print(f"{'layer':>5}  " + "  ".join(f"{n:>7}" for n in names))
+    for layer, row in enumerate(theta.tolist()):
+        print(f"{layer:>5}  " + "  ".join(f"{t:>7.4f}" for t in row))
+    print(f"mean entropy {entropy_of(theta):.4f} nats; argmax child {space.format(child)} -> {args.out}")
+
+
 def load_supernet_for_scoring(args):
     """The super-net of ``args.checkpoint`` on its device, its task, and the cached scoring batches."""
     import torch
@@ -465,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, help="the child: an architecture string or a JSON architecture file")
     p.add_argument("--out", required=True, help="where to write the child's checkpoint")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "derive", help="the argmax child of a gradient-based search (--relaxation) as an architecture file"
+    )
+    p.add_argument("checkpoint", help="super-net checkpoint trained with --relaxation mixture or gdas")
+    p.add_argument("-o", "--out", required=True, help="architecture file to write (JSON; export/search take it)")
+    p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("topics", help="build a labelled sentence data set (GLUE layout) from installed packages")
     p.add_argument("--out", required=True, help="output directory for train/dev .input0 and .label")

@@ -189,6 +189,8 @@ class MagicMaskedLMTask(MaskedLMTask):
         if self.relaxed:
             self.arch = ArchitectureWeights(space.num_layers, space.num_candidates, self.cfg.arch_optimizer, self.cfg.arch_lr)
             supernet.attach_arch_weights(self.arch)  # saved with the model; a checkpoint restores it
+            if self.cfg.arch_objective == "bilevel" and not from_checkpoint:  # a missing split fails now
+                self._arch_batches = HeldOutBatches(self, self.cfg.arch_subset, self.cfg.arch_batch_size, self.cfg.seed)
             logger.info(
                 f"search space: {space.describe()}; gradient-based search: {self.cfg.relaxation} relaxation, "
                 f"{self.cfg.arch_optimizer} (lr {self.arch.lr}), {self.cfg.arch_objective}"
@@ -312,7 +314,11 @@ class MagicMaskedLMTask(MaskedLMTask):
             if self.cfg.arch_objective == "bilevel" and update_num >= self.cfg.arch_warmup_updates:
                 self._bilevel_arch_step(model, supernet, criterion, update_num)
         erm = self._erm_active(update_num)
-        supernet.set_mixture(*self.mixture(update_num, phase=0, grad=erm))
+        weights, run = self.mixture(update_num, phase=0, grad=erm)
+        supernet.set_mixture(weights, run)
+        if self.cfg.child_log:
+            sampled = [r[0] for r in run] if self.cfg.relaxation == "gdas" else None
+            self._log_child(update_num, sampled, supernet)
         loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         if erm and self.arch.param.grad is not None:
             # fairseq's backward saw the summed loss times the fp16/AMP loss scale
@@ -325,7 +331,7 @@ class MagicMaskedLMTask(MaskedLMTask):
         """One step of theta on a held-out batch, before the weights' step (DARTS,
         first order). Only theta's gradient is taken: the weights' ``.grad`` stay
         untouched."""
-        if self._arch_batches is None:
+        if self._arch_batches is None:  # a model built from a checkpoint, then trained
             self._arch_batches = HeldOutBatches(self, self.cfg.arch_subset, self.cfg.arch_batch_size, self.cfg.seed)
         device = next(supernet.parameters()).device
         batch = utils.apply_to_sample(lambda t: t.to(device), self._arch_batches(update_num))
@@ -451,12 +457,19 @@ class MagicMaskedLMTask(MaskedLMTask):
         if self.uses_anchor and self.get_anchor().restrict(allowed, epoch):
             logger.info(f"anchor re-drawn inside the shrunk space: {self.space.format(self.anchor.child)}")
 
-    def _log_child(self, update_num: int, child: Child, supernet: MagicSupernetModel) -> None:
+    def _log_child(self, update_num: int, child: Optional[Child], supernet: MagicSupernetModel) -> None:
+        """One line per training forward: the child (or, under a relaxation, theta
+        and the argmax child) and a checksum of the weights."""
         rank = rank_and_world()[0]
         path = self.cfg.child_log if rank == 0 else f"{self.cfg.child_log}.rank{rank}"
-        record = {"update": update_num, "child": self.space.format(child), "rank": rank}
+        record = {"update": update_num, "rank": rank}
+        if child is not None:
+            record["child"] = self.space.format(child)
         if self.uses_anchor:
             record["anchor"] = self.space.format(self.get_anchor().child)
+        if self.relaxed:
+            record["argmax"] = self.space.format(self.arch.argmax())
+            record["theta"] = self.arch.theta().detach().tolist()
         with torch.no_grad():  # identical weights on every rank give identical sums
             record["weights"] = float(sum(p.double().sum() for p in supernet.parameters()))
         with open(path, "a") as f:
