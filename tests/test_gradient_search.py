@@ -1,6 +1,7 @@
 """Gradient-based search (DARTS / GDAS relaxations, GAEA) and weight-entangled
 spaces with TangleNAS superposition."""
 
+import json
 import math
 
 import numpy as np
@@ -165,6 +166,16 @@ def test_entangled_space_trains_with_magic_t_and_its_child_exports_exactly(data_
     space = supernet.space
     child_layers = sum(p.numel() for layer in child.encoder.sentence_encoder.layers for p in layer.parameters())
     assert child_layers == space.layer_params(space.parse(arch))
+    # search counts an entangled child's parameters as its slices
+    magic("search", "--checkpoint", str(tmp_path / "checkpoint_last.pt"), "--out", str(tmp_path / "search"),
+          "--algorithm", "random", "--children", "4", "--sentences", "16", "--no-progress-bar")
+    best_space, best = load_child(str(tmp_path / "search" / "best.json"))
+    assert best_space == space and json_params(tmp_path / "search" / "best.json") == space.params(
+        best, vocab_size=len(supernet.encoder.dictionary), max_positions=supernet.args.max_positions)
+
+
+def json_params(path):
+    return json.loads(path.read_text())["params"]
 
 
 # ---------------------------------------------------------------- fairseq-train end to end
