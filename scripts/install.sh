@@ -32,7 +32,8 @@ if ! has fairseq; then
         scikit-learn packaging cffi
     pipq --no-deps --no-build-isolation fairseq-fixed==0.12.3.1
 fi
-has scipy && has sentencepiece && has matplotlib && has pytest || pipq scipy sentencepiece matplotlib pytest
+has scipy && has sentencepiece && has matplotlib && has pytest && has xdist \
+    || pipq scipy sentencepiece matplotlib pytest pytest-xdist
 has fastBPE || pipq --no-build-isolation fastBPE
 has fairseq_magic && command -v fairseq-magic >/dev/null || pipq --no-deps --no-build-isolation -e .
 python -c "import torch, fairseq, fairseq_magic; print(f'[install] ready: torch {torch.__version__}, fairseq {fairseq.__version__}, fairseq-magic {fairseq_magic.__version__}')" 2>/dev/null | tail -1

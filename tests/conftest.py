@@ -95,6 +95,13 @@ def train_log(proc: subprocess.CompletedProcess) -> List[dict]:
     return records
 
 
+def assert_one_error_line(proc: subprocess.CompletedProcess, message: str) -> None:
+    """A failed run ends with one "fairseq-magic: error:" line that says ``message``."""
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-magic: error:") and message in last, proc.stderr[-2000:]
+
+
 def read_child_log(path: str) -> List[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f]

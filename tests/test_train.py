@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from conftest import COMMON, ROOT, TINY, fairseq_train, free_port, load_state, read_child_log, train_log
+from conftest import COMMON, ROOT, TINY, assert_one_error_line, fairseq_train, free_port, load_state, read_child_log, train_log
 from fairseq_magic.space import SearchSpace
 
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
@@ -125,7 +125,7 @@ def test_two_gloo_ranks_train_the_same_children_and_freeze_the_rest(data_bin, tm
     assert_only_sampled_operators_moved(before, after, late)
 
 
-@pytest.mark.parametrize("config", ["spos_tiny", "spos", "magic_t", "magic_a", "magic_at"])
+@pytest.mark.parametrize("config", ["spos_tiny", "spos", "magic_t", "magic_a", "magic_at", "gaea_tiny"])
 def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
     """Every shipped config runs under fairseq-hydra-train, scaled down to tiny sizes."""
     cmd = [
@@ -138,7 +138,7 @@ def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
         "model.embed_factor_dim=16", "model.candidate_ops='MHA2,FFN,CONV3,CONV5'", "task.tokens_per_sample=32",
         "dataset.batch_size=8", "common.cpu=true", "common.fp16=false", "common.log_format=json",
         "common.log_interval=1", "++task.align_warmup_epochs=0", "++task.anchor_eval_interval=2",
-        "++task.score_sentences=16",
+        "++task.score_sentences=16", "++task.arch_subset=valid",
     ]
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -147,6 +147,7 @@ def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
     records = train_log(proc)
     assert len(records) == 4
     assert ("align_loss" in records[-1]) == (config in ("magic_a", "magic_at"))
+    assert ("arch_entropy" in records[-1]) == (config == "gaea_tiny")
 
 
 @pytest.mark.parametrize(
@@ -162,9 +163,7 @@ def test_bad_input_gives_one_error_line_and_keeps_the_checkpoint(data_bin, tmp_p
     fairseq_train(data_bin, str(tmp_path), "--max-update", "2")
     good = (tmp_path / "checkpoint_last.pt").read_bytes()
     proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "4", *extra, check=False)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("fairseq-magic: error:") and message in last, proc.stderr[-2000:]
+    assert_one_error_line(proc, message)
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "checkpoint_last.pt").read_bytes() == good
 

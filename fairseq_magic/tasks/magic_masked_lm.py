@@ -170,6 +170,7 @@ class MagicMaskedLMTask(MaskedLMTask):
         self._arch_batches: Optional[HeldOutBatches] = None
         self._arch_update = -1  # the update whose architecture gradient is being accumulated (erm)
         self._arch_grad, self._arch_tokens = None, 0.0
+        self._arch_logged_epoch = 0
         self.sampler = None
         self._valid_archs: Tuple[object, List[Child]] = (None, [])
         self._current: Optional[Tuple[int, Child]] = None  # (update number, child)
@@ -243,6 +244,8 @@ class MagicMaskedLMTask(MaskedLMTask):
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.epoch = epoch
+        if self.relaxed and epoch > 1:  # validation may be off
+            self._log_architecture(epoch - 1, validation=False)
         # Both run once per epoch end, and not again when a run resumes inside an epoch.
         if self.cfg.shrink_per_epoch > 0 and epoch > 1 and self.search_state.get("shrink_epoch") != epoch:
             self._shrink(model, epoch)
@@ -360,7 +363,14 @@ class MagicMaskedLMTask(MaskedLMTask):
     def begin_valid_epoch(self, epoch, model):
         super().begin_valid_epoch(epoch, model)
         if self.relaxed:
-            logger.info(f"architecture after epoch {epoch}: {self.arch_summary()}")
+            self._log_architecture(epoch)
+
+    def _log_architecture(self, epoch: int, validation: bool = True) -> None:
+        """At every validation, and at an epoch's end when no validation logged it."""
+        if validation or self._arch_logged_epoch != epoch:
+            self._arch_logged_epoch = epoch
+            when = f" after {self._arch_update + 1} updates" if self._arch_update >= 0 else ""
+            logger.info(f"architecture in epoch {epoch}{when}: {self.arch_summary()}")
 
     # ------------------------------------------------------------ MAGIC-A
     def alignment_active(self, update_num: int) -> bool:
