@@ -6,18 +6,19 @@ For each of two spaces, side by side on the same batches (steps interleaved):
   theta-weighted sum of all its candidates' outputs (``--relaxation mixture``);
 * ``tangle``: the same candidates weight-entangled (``--weight-entanglement``),
   every layer one forward per operator kind with the superposed weights;
-* ``child``: the largest single child as a stand-alone ``magic_child``
-  (every layer the space's largest operator), trained with fairseq's masked_lm.
+* ``child``: the space's largest single child as a stand-alone ``magic_child``
+  (every layer its largest operator), trained with fairseq's masked_lm.
 
 Both searches update theta by GAEA on the training batch (``--arch-objective
 erm``), so a step is one forward and one backward for all three models (bilevel
 adds one more forward/backward on a held-out batch to each search alike).
 
-Spaces: ``elastic``, one operator kind with elastic size (FFN inner sizes,
-quarter to full), where TangleNAS runs one operator per layer: target step and
-memory within 1.2x of the largest child's; and ``kinds``, the MAGIC-style set
-with two sizes of each kind (MHA, FFN, CONV), where the superposition still runs
-one forward per kind.
+Spaces: ``bert``, layers alternating elastic attention (half or all heads) and
+elastic FFN (half or full inner size), where TangleNAS runs one operator per
+layer: target step and memory within 1.2x of its largest child's (RoBERTa's
+layout at full size); and ``kinds``, every layer choosing among two sizes of each
+kind (MHA, FFN, CONV), where the superposition runs one forward per kind and
+the largest child has the largest FFN in every layer.
 
     python benchmarks/tangle_step.py                # CPU-sized
     python benchmarks/tangle_step.py --size base    # BERT-base sizes (use a GPU)
@@ -34,25 +35,31 @@ from common import (  # noqa: E402
     memory_per_model, print_memory_of, timed_step,
 )
 
-MODELS = ("elastic-mixture", "elastic-tangle", "kinds-mixture", "kinds-tangle", "child")
+SPACES = ("bert", "kinds")
+MODELS = tuple(f"{space}-{kind}" for space in SPACES for kind in ("mixture", "tangle", "child"))
 
 
 def space_ops(space: str, size: str) -> str:
     _, hidden, ffn, heads, _, _ = SIZES[size]
-    if space == "elastic":
-        return ",".join(f"FFN{ffn * q // 4}" for q in (1, 2, 3, 4))
+    if space == "bert":
+        return f"MHA{max(heads // 2, 1)},MHA{heads}|FFN{ffn // 2},FFN{ffn}"
     return f"MHA{max(heads // 2, 1)},MHA{heads},FFN{ffn // 2},FFN{ffn},CONV3,CONV5"
 
 
-def argv_for(model: str, data: str, size: str, extra) -> list:
+def largest_child(space: str, size: str) -> str:
     layers, _, ffn, heads, _, _ = SIZES[size]
+    return ",".join([f"MHA{heads}", f"FFN{ffn}"] * layers if space == "bert" else [f"FFN{ffn}"] * 2 * layers)
+
+
+def argv_for(model: str, data: str, size: str, extra) -> list:
+    layers, hidden, ffn, heads, _, _ = SIZES[size]
     plugin = ["--user-dir", os.path.join(ROOT, "fairseq_magic")]
-    if model == "child":  # the largest child of both spaces: FFN<ffn> in every layer
+    space, kind = model.split("-")
+    if kind == "child":  # stand-alone; its MHA has the super-nets' head width (hidden / heads)
         return common_argv(data, size, extra) + plugin + [
             "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "magic_child",
-            "--child-arch", ",".join([f"FFN{ffn}"] * 2 * layers),
+            "--child-arch", largest_child(space, size), "--attention-head-dim", str(hidden // heads),
         ]
-    space, kind = model.split("-")
     return common_argv(data, size, extra) + plugin + [
         "--task", "magic_masked_lm", "--criterion", "magic_mlm", "--arch", "magic_supernet",
         "--supernet-layers", str(2 * layers), "--embed-factor-dim", "0", "--candidate-ops", space_ops(space, size),
@@ -72,7 +79,7 @@ def main():
     trainers = {name: build(argv_for(name, data, args.size, extra)) for name in MODELS}
     times = {name: [] for name in MODELS}
     order = list(MODELS)
-    for i, sample in enumerate(batches(trainers["child"][1], args.warmup + args.steps, batch_size)):
+    for i, sample in enumerate(batches(trainers["bert-child"][1], args.warmup + args.steps, batch_size)):
         for name in order if i % 2 else order[::-1]:
             t = timed_step(trainers[name][0], sample)
             if i >= args.warmup:
@@ -82,18 +89,19 @@ def main():
     mem = memory_per_model(__file__, MODELS, data, args)
 
     print(f"device: {device_name()}; size: {args.size} {SIZES[args.size]}; steps: {args.steps} (+{args.warmup} warm-up)")
-    print(f"spaces: elastic {{{space_ops('elastic', args.size)}}}, kinds {{{space_ops('kinds', args.size)}}}; "
-          f"child: the largest operator (FFN{SIZES[args.size][2]}) in every layer")
-    print(f"{'model':<17}{'median step (ms)':>18}{'params':>14}{'peak memory (MiB)':>20}{'step / child':>14}{'memory / child':>16}")
+    for space in SPACES:
+        print(f"space {space}: {{{space_ops(space, args.size)}}}; largest child {largest_child(space, args.size)}")
+    print(f"{'model':<15}{'median step (ms)':>18}{'params':>14}{'peak memory (MiB)':>20}{'step / child':>14}{'memory / child':>16}")
     for name in MODELS:
-        print(f"{name:<17}{med[name] * 1e3:>18.1f}{mem[name]['params']:>14,}{mem[name]['peak_bytes'] / 2**20:>20.1f}"
-              f"{med[name] / med['child']:>14.3f}{mem[name]['peak_bytes'] / mem['child']['peak_bytes']:>16.3f}")
-    print(f"memory: {mem['child']['kind']}")
-    for space in ("elastic", "kinds"):
-        tangle = f"{space}-tangle"
-        print(f"{space}: tangle/child step {med[tangle] / med['child']:.3f}, memory "
-              f"{mem[tangle]['peak_bytes'] / mem['child']['peak_bytes']:.3f}; mixture/tangle step "
-              f"{med[f'{space}-mixture'] / med[tangle]:.3f}" + ("  (target: tangle/child <= 1.2 for both)" if space == "elastic" else ""))
+        child = name.split("-")[0] + "-child"
+        print(f"{name:<15}{med[name] * 1e3:>18.1f}{mem[name]['params']:>14,}{mem[name]['peak_bytes'] / 2**20:>20.1f}"
+              f"{med[name] / med[child]:>14.3f}{mem[name]['peak_bytes'] / mem[child]['peak_bytes']:>16.3f}")
+    print(f"memory: {mem['bert-child']['kind']}")
+    for space in SPACES:
+        tangle, child = f"{space}-tangle", f"{space}-child"
+        print(f"{space}: tangle/child step {med[tangle] / med[child]:.3f}, memory "
+              f"{mem[tangle]['peak_bytes'] / mem[child]['peak_bytes']:.3f}; mixture/tangle step "
+              f"{med[f'{space}-mixture'] / med[tangle]:.3f}" + ("  (target: tangle/child <= 1.2 for both)" if space == "bert" else ""))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child, spac
             prefix, layer, kind, rest = kind_key.groups()
             op = space.candidates[child[int(layer)]]
             if op.kind == kind:
-                out[prefix + rest] = slice_state(space, op, rest, value).clone()
+                out[prefix + rest] = slice_state(space, int(layer), op, rest, value).clone()
         elif key != SEARCH_STATE_KEY and not key.startswith(ARCH_WEIGHTS_PREFIX):
             out[key] = value
     return out

@@ -55,15 +55,17 @@ def cosine_matrix(vectors: Sequence[torch.Tensor]) -> np.ndarray:
     return (sim + sim.T) / 2  # equal up to rounding; made exactly symmetric
 
 
-def differing_children(base: Child, layer: int, m: int, num_candidates: int, rng: np.random.Generator) -> List[Child]:
-    """C children equal to ``base`` except layers layer+1 .. layer+m: child i takes
-    candidate i at layer+1 and random candidates at layer+2 .. layer+m."""
+def differing_children(base: Child, layer: int, m: int, options: Sequence[Sequence[int]],
+                       rng: np.random.Generator) -> List[Child]:
+    """Children equal to ``base`` except layers layer+1 .. layer+m: child i takes
+    the i-th candidate of layer+1 and random candidates at layer+2 .. layer+m
+    (``options``: each layer's candidates)."""
     children = []
-    for i in range(num_candidates):
+    for i in options[layer + 1]:
         child = list(base)
         child[layer + 1] = i
         for n in range(layer + 2, layer + m + 1):
-            child[n] = int(rng.integers(num_candidates))
+            child[n] = int(options[n][rng.integers(len(options[n]))])
         children.append(tuple(child))
     return children
 
@@ -93,7 +95,7 @@ def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: 
         base = uniform_child(space, rng)
         params = supernet.operator_parameters(layer, base[layer])  # o_g
         for m in range(1, max_m + 1):
-            children = differing_children(base, layer, m, space.num_candidates, rng)
+            children = differing_children(base, layer, m, space.layer_options, rng)
             matrices[m].append(cosine_matrix([gradient(supernet, c, params, batches) for c in children]))
     return InterferenceResult(
         layer=layer,

@@ -17,7 +17,7 @@ and its optimiser outside fairseq's: fairseq neither updates nor casts them
 checkpoint resumes them exactly.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -55,7 +55,9 @@ class ExponentiatedGradient(torch.optim.Optimizer):
 class ArchitectureWeights:
     """theta for every (layer, candidate), its parametrisation and optimiser."""
 
-    def __init__(self, num_layers: int, num_candidates: int, optimizer: str, lr: float = 0.0):
+    def __init__(self, num_layers: int, num_candidates: int, optimizer: str, lr: float = 0.0,
+                 options: Optional[Sequence[Sequence[int]]] = None):
+        """``options``: each layer's candidates (default: all); theta is 0 elsewhere."""
         if optimizer not in ARCH_OPTIMIZERS:
             raise MagicError(f"unknown architecture optimizer '{optimizer}' (choose from {', '.join(ARCH_OPTIMIZERS)})")
         if lr < 0:
@@ -63,10 +65,16 @@ class ArchitectureWeights:
         self.method = optimizer
         self.lr = lr or DEFAULT_LR[optimizer]
         shape = (num_layers, num_candidates)
-        if optimizer == "gaea":  # theta itself, uniform on every simplex
-            self.param = torch.full(shape, 1.0 / num_candidates, requires_grad=True)
+        self.mask = torch.ones(shape, dtype=torch.bool)
+        if options is not None:
+            self.mask.zero_()
+            for layer, row in enumerate(options):
+                self.mask[layer, list(row)] = True
+        if optimizer == "gaea":  # theta itself, uniform on every simplex (stays 0 off the layer's candidates)
+            uniform = self.mask.float() / self.mask.sum(-1, keepdim=True)
+            self.param = uniform.clone().requires_grad_()
             self.optimizer = ExponentiatedGradient([self.param], lr=self.lr)
-        else:  # DARTS logits; softmax(0) is uniform
+        else:  # DARTS logits; softmax(0) is uniform (masked off the layer's candidates)
             self.param = torch.zeros(shape, requires_grad=True)
             if optimizer == "darts-adam":
                 self.optimizer = torch.optim.Adam([self.param], lr=self.lr, betas=(0.5, 0.999), weight_decay=1e-3)
@@ -76,10 +84,15 @@ class ArchitectureWeights:
     # ------------------------------------------------------------ theta
     def theta(self) -> torch.Tensor:
         """theta, connected to the graph when gradients are on."""
-        return self.param if self.method == "gaea" else torch.softmax(self.param, dim=-1)
+        return self.param if self.method == "gaea" else torch.softmax(self._logits(), dim=-1)
 
     def log_theta(self) -> torch.Tensor:
-        return torch.log(self.param) if self.method == "gaea" else torch.log_softmax(self.param, dim=-1)
+        if self.method == "gaea":  # clamped: log's gradient at an exact 0 would be 0/0
+            return torch.log(self.param.clamp_min(1e-30)).masked_fill(~self.mask, float("-inf"))
+        return torch.log_softmax(self._logits(), dim=-1)
+
+    def _logits(self) -> torch.Tensor:
+        return self.param.masked_fill(~self.mask, float("-inf"))
 
     def gdas(self, gumbel: torch.Tensor, tau: float) -> Tuple[torch.Tensor, List[int]]:
         """GDAS: one candidate per layer, argmax of (log theta + Gumbel noise) / tau,
@@ -109,7 +122,8 @@ class ArchitectureWeights:
     def state_dict(self) -> Dict[str, torch.Tensor]:
         """Flat tensors (they ride in the model's state dict): theta's parameter,
         the optimiser's per-parameter state, and which optimiser made them."""
-        out = {"param": self.param.detach().clone(), "method": torch.tensor(ARCH_OPTIMIZERS.index(self.method))}
+        out = {"param": self.param.detach().clone(), "mask": self.mask.clone(),
+               "method": torch.tensor(ARCH_OPTIMIZERS.index(self.method))}
         for key, value in self.optimizer.state.get(self.param, {}).items():
             out[f"optim.{key}"] = value.detach().clone() if torch.is_tensor(value) else torch.tensor(value)
         return out
@@ -135,7 +149,9 @@ class ArchitectureWeights:
 def theta_from_state(state: Dict[str, torch.Tensor]) -> torch.Tensor:
     """theta from saved architecture weights, without building anything."""
     param = state["param"].float()
-    return param if ARCH_OPTIMIZERS[int(state["method"])] == "gaea" else torch.softmax(param, dim=-1)
+    if ARCH_OPTIMIZERS[int(state["method"])] == "gaea":
+        return param
+    return torch.softmax(param.masked_fill(~state["mask"], float("-inf")), dim=-1)
 
 
 def entropy_of(theta: torch.Tensor) -> float:

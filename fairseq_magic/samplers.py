@@ -36,9 +36,9 @@ STREAM_ARCH_BATCHES = 9
 
 def uniform_child(space: SearchSpace, rng: np.random.Generator, allowed: Allowed = None) -> Child:
     """Every layer's operator i.i.d. uniform over its (allowed) candidates (SPOS)."""
-    if allowed is None:
+    if allowed is None and not space.groups:
         return tuple(int(c) for c in rng.integers(0, space.num_candidates, size=space.num_layers))
-    return tuple(int(options[rng.integers(len(options))]) for options in allowed)
+    return tuple(int(options[rng.integers(len(options))]) for options in allowed or space.layer_options)
 
 
 def count_children(space: SearchSpace, allowed: Allowed = None) -> int:
@@ -102,11 +102,15 @@ class GradualSampler(Sampler):
         super().__init__(space, seed)
         if not 1 <= gradual_k <= space.num_layers:
             raise SpaceError(f"--gradual-k must be between 1 and the number of layers ({space.num_layers}), got {gradual_k}")
-        if space.num_candidates < 2:
-            raise SpaceError("gradual sampling needs at least two candidate operators")
+        open_layers = sum(len(options) > 1 for options in space.layer_options)
+        if open_layers < gradual_k:
+            raise SpaceError(f"gradual sampling changes {gradual_k} layers per update; "
+                             f"{open_layers} layers have more than one candidate")
         self.k = gradual_k
 
     def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
+        if allowed is None and self.space.groups:
+            allowed = self.space.layer_options
         if previous is None:
             return uniform_child(self.space, rng_for(self.seed, STREAM_INITIAL_CHILD), allowed)
         rng = rng_for(self.seed, STREAM_TRAIN, update_num)

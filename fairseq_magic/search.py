@@ -97,7 +97,7 @@ class Constraints:
             else:
                 key, shrink = ("params" if params < lim.min_params else "flops"), False
             size = sizes[key]
-            moves = [(layer, c) for layer, cur in enumerate(child) for c in range(space.num_candidates)
+            moves = [(layer, c) for layer, cur in enumerate(child) for c in space.layer_options[layer]
                      if (size[c] < size[cur] if shrink else size[c] > size[cur])]
             if not moves:
                 return None
@@ -108,7 +108,10 @@ class Constraints:
 
 def mutate(child: Child, space: SearchSpace, prob: float, rng: np.random.Generator) -> Child:
     redraw = rng.random(len(child)) < prob
-    fresh = rng.integers(0, space.num_candidates, size=len(child))
+    if space.groups:
+        fresh = [options[rng.integers(len(options))] for options in space.layer_options]
+    else:
+        fresh = rng.integers(0, space.num_candidates, size=len(child))
     return tuple(int(f) if r else c for c, f, r in zip(child, fresh, redraw))
 
 

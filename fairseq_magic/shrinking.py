@@ -26,7 +26,7 @@ class Removal:
 
 
 def full_space(space: SearchSpace) -> List[List[int]]:
-    return [list(range(space.num_candidates)) for _ in range(space.num_layers)]
+    return [list(options) for options in space.layer_options]
 
 
 def pair_losses(children: Sequence[Child], losses: Sequence[float]) -> Dict[Tuple[int, int], Tuple[float, int]]:

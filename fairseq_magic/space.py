@@ -5,6 +5,11 @@ operator, and a *child* picks one candidate per layer.  A child is written as
 one operator name per layer, ``MHA12,FFN,CONV3,...``, and held in code as a
 tuple of candidate indices, which is what samplers produce and models consume.
 
+Layers may differ in their candidates: ``MHA4,MHA8|FFN1024,FFN2048`` gives
+layer l the ``l mod 2``-th group (a BERT-like layout, MHA and FFN alternating);
+without ``|`` every layer has every candidate. Candidate indices are global
+(over the union of the groups, in order of appearance).
+
 Operator names carry their size:
 
 * ``MHA<h>``  multi-head self-attention with ``h`` heads over a Q/K/V width of
@@ -27,8 +32,10 @@ search are honest.
 """
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from .errors import MagicError
@@ -93,6 +100,7 @@ class SearchSpace:
     embed_dim: int  # factorised embedding width; == hidden_dim when not factorised
     head_dim: int = 0  # > 0: MHA<h> has h heads of this width (Q/K/V width h * head_dim)
     entangled: bool = False  # candidates of a kind share the weights of its largest
+    groups: Tuple[Tuple[int, ...], ...] = ()  # per layer group, its candidates; () = all, in every layer
 
     @classmethod
     def build(
@@ -114,16 +122,27 @@ class SearchSpace:
             raise SpaceError(f"a super-net needs at least one layer, got {num_layers}")
         if hidden_dim < 1 or ffn_dim < 1:
             raise SpaceError("hidden and FFN sizes must be positive")
-        tokens = [t for t in (candidate_ops or "").split(",")]
-        if not candidate_ops or not candidate_ops.strip() or any(not t.strip() for t in tokens):
-            raise SpaceError(f"empty candidate operator in '{candidate_ops}'")
-        ops = tuple(parse_operator(t, ffn_dim) for t in tokens)
-        seen = {}
-        for op in ops:
-            key = (op.kind, op.size)
-            if key in seen:
-                raise SpaceError(f"candidate '{op}' is listed twice (as '{seen[key]}')")
-            seen[key] = op.name
+        group_ops = []
+        for group in str(candidate_ops or "").split("|"):
+            tokens = group.split(",")
+            if not group.strip() or any(not t.strip() for t in tokens):
+                raise SpaceError(f"empty candidate operator in '{candidate_ops}'")
+            parsed, seen = [], {}
+            for op in (parse_operator(t, ffn_dim) for t in tokens):
+                key = (op.kind, op.size)
+                if key in seen:
+                    raise SpaceError(f"candidate '{op}' is listed twice (as '{seen[key]}')")
+                seen[key] = op.name
+                parsed.append(op)
+            group_ops.append(parsed)
+        if len(group_ops) > num_layers:
+            raise SpaceError(f"{len(group_ops)} candidate groups for {num_layers} layers")
+        union = {}
+        for op in (op for group in group_ops for op in group):
+            union.setdefault((op.kind, op.size), op)
+        ops = tuple(union.values())
+        index = {key: i for i, key in enumerate(union)}
+        groups = tuple(tuple(index[(op.kind, op.size)] for op in group) for group in group_ops)
         qkv_dim = qkv_dim or hidden_dim
         heads = [op.size for op in ops if op.kind == "MHA"]
         if entangled and not head_dim and heads:
@@ -143,6 +162,7 @@ class SearchSpace:
             embed_dim=embed_dim or hidden_dim,
             head_dim=head_dim,
             entangled=bool(entangled),
+            groups=groups if len(groups) > 1 else (),
         )
         for op in ops:
             if op.kind == "MHA" and not head_dim and space.qkv_dim % op.size:
@@ -156,9 +176,15 @@ class SearchSpace:
     def num_candidates(self) -> int:
         return len(self.candidates)
 
+    @cached_property
+    def layer_options(self) -> Tuple[Tuple[int, ...], ...]:
+        """The candidates of each layer (indices)."""
+        groups = self.groups or (tuple(range(self.num_candidates)),)
+        return tuple(groups[layer % len(groups)] for layer in range(self.num_layers))
+
     @property
     def num_children(self) -> int:
-        return self.num_candidates ** self.num_layers
+        return math.prod(len(options) for options in self.layer_options)
 
     @property
     def candidate_names(self) -> Tuple[str, ...]:
@@ -182,12 +208,14 @@ class SearchSpace:
                 op = parse_operator(token, self.ffn_dim)
             except SpaceError as err:
                 raise SpaceError(f"layer {layer}: {err}") from None
-            if (op.kind, op.size) not in index:
+            c = index.get((op.kind, op.size))
+            if c is None or c not in self.layer_options[layer]:
+                where = "layer" if c is not None else "space"
+                names = ", ".join(self.candidates[o].name for o in self.layer_options[layer])
                 raise SpaceError(
-                    f"layer {layer}: operator '{token.strip()}' is not a candidate of this "
-                    f"space (candidates: {', '.join(self.candidate_names)})"
+                    f"layer {layer}: operator '{token.strip()}' is not a candidate of this {where} (candidates: {names})"
                 )
-            child.append(index[(op.kind, op.size)])
+            child.append(c)
         return tuple(child)
 
     def validate(self, child: Sequence[int]) -> Child:
@@ -198,6 +226,8 @@ class SearchSpace:
         for layer, c in enumerate(child):
             if not 0 <= c < self.num_candidates:
                 raise SpaceError(f"layer {layer}: candidate index {c} out of range")
+            if c not in self.layer_options[layer]:
+                raise SpaceError(f"layer {layer}: '{self.candidates[c].name}' is not a candidate of this layer")
         return child
 
     def format(self, child: Sequence[int]) -> str:
@@ -208,15 +238,14 @@ class SearchSpace:
         """Q/K/V width of an MHA candidate."""
         return op.size * self.head_dim if self.head_dim else self.qkv_dim
 
-    def largest(self, kind: str) -> Optional[Operator]:
-        """The largest candidate of a kind (whose weights an entangled space shares)."""
-        ops = [op for op in self.candidates if op.kind == kind]
+    def largest(self, kind: str, layer: int) -> Optional[Operator]:
+        """A layer's largest candidate of a kind (whose weights an entangled space shares)."""
+        ops = [self.candidates[c] for c in self.layer_options[layer] if self.candidates[c].kind == kind]
         return max(ops, key=lambda op: op.size) if ops else None
 
-    @property
-    def kinds(self) -> Tuple[str, ...]:
-        """The operator kinds among the candidates, in the order they first appear."""
-        return tuple(dict.fromkeys(op.kind for op in self.candidates))
+    def kinds(self, layer: int) -> Tuple[str, ...]:
+        """The operator kinds among a layer's candidates, in the order they first appear."""
+        return tuple(dict.fromkeys(self.candidates[c].kind for c in self.layer_options[layer]))
 
     def operator_params(self, op: Operator) -> int:
         """Parameters of one sub-layer: the operator plus its LayerNorm."""
@@ -272,21 +301,31 @@ class SearchSpace:
         """Parameters of all layers of the super-net: every candidate of every
         layer, or in an entangled space the largest candidate of each kind."""
         if self.entangled:
-            return self.num_layers * sum(self.operator_params(self.largest(kind)) for kind in self.kinds)
-        return self.num_layers * sum(self.operator_params(op) for op in self.candidates)
+            return sum(self.operator_params(self.largest(kind, layer))
+                       for layer in range(self.num_layers) for kind in self.kinds(layer))
+        return sum(self.operator_params(self.candidates[c]) for options in self.layer_options for c in options)
 
     # ------------------------------------------------------------------ I/O
+    @property
+    def candidate_ops(self) -> str:
+        """The candidates as written on the command line (with ``|`` between groups)."""
+        if not self.groups:
+            return ",".join(self.candidate_names)
+        return "|".join(",".join(self.candidates[c].name for c in group) for group in self.groups)
+
     def to_dict(self) -> Dict:
         d = asdict(self)
         d["candidates"] = list(self.candidate_names)
+        d["groups"] = [[self.candidates[c].name for c in group] for group in self.groups]
         return d
 
     @classmethod
     def from_dict(cls, d: Dict) -> "SearchSpace":
         try:
+            groups = d.get("groups") or [d["candidates"]]
             return cls.build(
                 num_layers=int(d["num_layers"]),
-                candidate_ops=",".join(d["candidates"]),
+                candidate_ops="|".join(",".join(group) for group in groups),
                 hidden_dim=int(d["hidden_dim"]),
                 ffn_dim=int(d["ffn_dim"]),
                 qkv_dim=int(d.get("qkv_dim", 0)),
@@ -299,7 +338,7 @@ class SearchSpace:
 
     def describe(self) -> str:
         return (
-            f"{self.num_layers} layers x {{{', '.join(self.candidate_names)}}}"
+            f"{self.num_layers} layers x {{{self.candidate_ops.replace(',', ', ').replace('|', ' | ')}}}"
             f"{' (weight-entangled)' if self.entangled else ''}, "
             f"hidden {self.hidden_dim}, {self.num_children:.3g} children"
         )

@@ -15,6 +15,7 @@ from conftest import ROOT
         ("spos_step.py", ["step ratio supernet/roberta:", "memory: super-net - plain"]),
         ("magic_step.py", ["MAGIC-T / SPOS:", "MAGIC-AT / SPOS:"]),
         ("search_speed.py", ["ratio scoring/plain"]),
+        ("tangle_step.py", ["bert: tangle/child step", "kinds: tangle/child step"]),
     ],
 )
 def test_benchmark_runs(script, expected):

@@ -18,6 +18,8 @@ from test_model import batch, build
 
 ENTANGLED = ["--weight-entanglement", "--candidate-ops", "MHA2,MHA4,FFN32,FFN64,CONV3,CONV5",
              "--attention-qkv-dim", "32"]
+# BERT-like: layers alternate elastic attention and elastic FFN, one kind (one operator) per layer
+BERT_TANGLE = ["--weight-entanglement", "--candidate-ops", "MHA2,MHA4|FFN32,FFN64", "--attention-qkv-dim", "32"]
 
 
 # ---------------------------------------------------------------- the optimisers on a toy problem
@@ -96,25 +98,37 @@ def test_entangled_supernet_holds_the_largest_choice_of_each_kind(data_bin):
     space = model.space
     assert space.entangled and space.head_dim == 8  # Q/K/V 32 over the largest MHA's 4 heads
     layer_params = sum(p.numel() for layer in model.layers for p in layer.parameters())
-    largest = [space.largest(kind) for kind in ("MHA", "FFN", "CONV")]
+    largest = [space.largest(kind, 0) for kind in ("MHA", "FFN", "CONV")]
     assert [op.name for op in largest] == ["MHA4", "FFN64", "CONV5"]
     assert layer_params == space.supernet_params() == 6 * sum(space.operator_params(op) for op in largest)
     separate = SearchSpace.build(6, "MHA2,MHA4,FFN32,FFN64,CONV3,CONV5", 32, 64, 32, head_dim=8)
     assert layer_params < separate.supernet_params()
 
 
-def test_superposition_with_one_hot_theta_is_the_chosen_child(data_bin):
-    _, _, model = build(data_bin, *ENTANGLED)
+@pytest.mark.parametrize("space", [ENTANGLED, BERT_TANGLE], ids=["kinds", "bert"])
+def test_superposition_with_one_hot_theta_is_the_chosen_child(data_bin, space):
+    from fairseq_magic.samplers import uniform_child
+
+    _, _, model = build(data_bin, *space)
     model.eval()
     tokens = batch(model, length=14)
     tokens[1, 9:] = model.encoder.dictionary.pad()
-    everything = [list(range(6))] * 6
+    C, options = model.space.num_candidates, model.space.layer_options
     rng = np.random.default_rng(0)
-    for child in [(0, 1, 2, 3, 4, 5), (5, 4, 3, 2, 1, 0)] + [tuple(rng.integers(0, 6, 6)) for _ in range(3)]:
+    for child in [tuple(o[0] for o in options), tuple(o[-1] for o in options)] + [
+            uniform_child(model.space, rng) for _ in range(3)]:
         model.set_child(child)
         chosen = model(tokens)[0]
-        model.set_mixture(F.one_hot(torch.tensor(child), 6).float(), everything)
+        model.set_mixture(F.one_hot(torch.tensor(child), C).float(), options)
         assert torch.equal(model(tokens)[0], chosen)
+
+
+def test_bert_like_entangled_layers_hold_one_operator_each(data_bin):
+    _, _, model = build(data_bin, *BERT_TANGLE)
+    assert [list(layer.kinds) for layer in model.layers] == [["MHA"], ["FFN"]] * 3
+    assert sum(p.numel() for layer in model.layers for p in layer.parameters()) == model.space.supernet_params()
+    with pytest.raises(MagicError, match="layer 1: operator 'MHA2' is not a candidate of this layer"):
+        model.set_child("MHA2,MHA2,MHA2,FFN32,MHA4,FFN64")
 
 
 def test_superposition_is_one_forward_with_the_weighted_sum_of_padded_slices():
@@ -190,15 +204,15 @@ def arch_entropies(proc):
         ("darts-erm", ["--relaxation", "mixture", "--arch-optimizer", "darts-adam", "--arch-lr", "0.05",
                        "--arch-objective", "erm"]),
         ("gdas-sgd", ["--relaxation", "gdas", "--arch-optimizer", "darts-sgd", "--arch-lr", "1"]),
-        ("tangle-gaea-erm", ["--relaxation", "mixture", "--arch-optimizer", "gaea", "--arch-lr", "20",
-                             "--arch-objective", "erm", *ENTANGLED]),
+        ("tangle-gaea-erm", ["--relaxation", "mixture", "--arch-optimizer", "gaea", "--arch-lr", "1000",
+                             "--arch-objective", "erm", *BERT_TANGLE]),
     ],
 )
 def test_relaxed_search_trains_logs_and_derives_its_argmax_child(data_bin, tmp_path, name, extra):
     proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "8", *extra)
     out = proc.stdout + proc.stderr
     entropies = arch_entropies(proc)
-    assert len(entropies) == 8 and all(0 < h <= math.log(6 if "tangle" in name else 4) + 1e-4 for h in entropies)
+    assert len(entropies) == 8 and all(0 < h <= math.log(2 if "tangle" in name else 4) + 1e-4 for h in entropies)
     if "gaea" in name:
         assert entropies[-1] < entropies[0]
     assert "architecture in epoch 1 after 8 updates: mean entropy" in out and "valid_mixture_loss" in out

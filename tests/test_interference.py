@@ -37,7 +37,7 @@ def test_matrix_is_symmetric_with_ones_on_the_diagonal_and_deterministic(frozen)
 def test_identical_children_have_similarity_one(frozen):
     model, batches = frozen
     child = (0, 1, 2, 3, 0, 1)
-    params = list(model.layers[0].candidates[0].parameters())
+    params = model.operator_parameters(0, 0)
     g = [gradient(model, child, params, batches) for _ in range(2)]
     other = gradient(model, (0, 2, 2, 3, 0, 1), params, batches)
     sim = cosine_matrix(g + [other])
@@ -48,7 +48,7 @@ def test_identical_children_have_similarity_one(frozen):
 def test_children_differ_exactly_in_the_chosen_layers():
     rng = np.random.default_rng(0)
     base = (0, 1, 2, 3, 0, 1)
-    children = differing_children(base, layer=1, m=3, num_candidates=4, rng=rng)
+    children = differing_children(base, layer=1, m=3, options=[range(4)] * 6, rng=rng)
     assert [c[2] for c in children] == [0, 1, 2, 3]
     assert all(c[:2] == base[:2] and c[5:] == base[5:] for c in children)
 

@@ -20,7 +20,7 @@ def build(data_bin, *extra):
 
 
 def candidate_params(model):
-    return {id(p) for layer in model.layers for cand in layer.candidates for p in cand.parameters()}
+    return {id(p) for layer in model.layers for cand in layer.candidates.values() for p in cand.parameters()}
 
 
 def batch(model, seed=0, batch_size=3, length=12):
@@ -40,7 +40,7 @@ def test_child_parameter_count_matches_space(data_bin, factor):
     vocab = len(task.source_dictionary)
     for child in [(0,) * 6, (1, 2, 3, 0, 1, 2), (3,) * 6]:
         model.set_child(child)
-        active = sum(p.numel() for layer, c in zip(model.layers, child) for p in layer.candidates[c].parameters())
+        active = sum(p.numel() for layer, c in zip(model.layers, child) for p in layer.candidate(c).parameters())
         assert shared + active == space.params(child, vocab_size=vocab, max_positions=32)
 
 
@@ -50,7 +50,7 @@ def test_only_the_sampled_operators_receive_gradients(data_bin):
     logits, _ = model(batch(model))
     logits.float().pow(2).mean().backward()
     for layer, choice in zip(model.layers, child):
-        for i, cand in enumerate(layer.candidates):
+        for i, cand in enumerate(layer.candidates.values()):
             grads = [p.grad for p in cand.parameters()]
             if i == choice:
                 assert all(g is not None and g.abs().sum() > 0 for g in grads)

@@ -90,3 +90,46 @@ def test_child_file_round_trip_and_foreign_space(tmp_path):
 
 def test_hamming():
     assert hamming((0, 1, 2), (0, 2, 2)) == 1
+
+
+# ---------------------------------------------------------------- per-layer candidate groups
+GROUPED = SearchSpace.build(5, "MHA2,MHA4|FFN64,FFN128,FFN", hidden_dim=32, ffn_dim=96)
+
+
+def test_groups_take_turns_over_the_layers():
+    assert GROUPED.candidate_names == ("MHA2", "MHA4", "FFN64", "FFN128", "FFN")
+    assert GROUPED.layer_options == ((0, 1), (2, 3, 4), (0, 1), (2, 3, 4), (0, 1))
+    assert GROUPED.num_children == 2 * 3 * 2 * 3 * 2
+    child = GROUPED.parse("MHA4,FFN,MHA2,FFN64,MHA4")
+    assert GROUPED.format(child) == "MHA4,FFN,MHA2,FFN64,MHA4"
+    assert GROUPED.describe().startswith("5 layers x {MHA2, MHA4 | FFN64, FFN128, FFN}")
+    with pytest.raises(SpaceError, match=r"layer 1: operator 'MHA2' is not a candidate of this layer \(candidates: FFN64, FFN128, FFN\)"):
+        GROUPED.parse("MHA4,MHA2,MHA2,FFN64,MHA4")
+    with pytest.raises(SpaceError, match="layer 0: 'FFN64' is not a candidate of this layer"):
+        GROUPED.validate((2, 2, 0, 2, 0))
+    with pytest.raises(SpaceError, match="3 candidate groups for 2 layers"):
+        SearchSpace.build(2, "MHA2|FFN|CONV3", hidden_dim=32, ffn_dim=64)
+
+
+def test_grouped_space_sizes_files_and_sampling(tmp_path):
+    import numpy as np
+
+    from fairseq_magic.samplers import build_sampler, count_children, uniform_child
+    from fairseq_magic.search import mutate
+    from fairseq_magic.shrinking import full_space
+
+    layers = [sum(GROUPED.operator_params(GROUPED.candidates[c]) for c in options) for options in GROUPED.layer_options]
+    assert GROUPED.supernet_params() == sum(layers)
+    entangled = SearchSpace.build(5, "MHA2,MHA4|FFN64,FFN128,FFN", hidden_dim=32, ffn_dim=96, entangled=True)
+    assert entangled.supernet_params() == 3 * entangled.operator_params(entangled.candidates[1]) + 2 * entangled.operator_params(entangled.candidates[3])
+    save_child(str(tmp_path / "c.json"), GROUPED, (1, 4, 0, 2, 1))
+    assert load_child(str(tmp_path / "c.json")) == (GROUPED, (1, 4, 0, 2, 1))
+    rng = np.random.default_rng(0)
+    assert count_children(GROUPED) == GROUPED.num_children and full_space(GROUPED) == [list(o) for o in GROUPED.layer_options]
+    for name in ("uniform", "gradual"):
+        sampler, previous = build_sampler(name, GROUPED, seed=1), None
+        for update in range(50):
+            previous = GROUPED.validate(sampler(update, previous))
+    for _ in range(50):
+        GROUPED.validate(uniform_child(GROUPED, rng))
+        GROUPED.validate(mutate((1, 4, 0, 2, 1), GROUPED, 0.5, rng))

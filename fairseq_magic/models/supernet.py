@@ -53,7 +53,8 @@ class MagicSupernetConfig(FairseqDataclass):
     )
     candidate_ops: str = field(
         default="MHA12,FFN,CONV3,CONV5",
-        metadata={"help": "candidate operators of every layer: MHA<heads>, FFN, FFN<inner>, CONV<kernel>"},
+        metadata={"help": "candidate operators of every layer: MHA<heads>, FFN, FFN<inner>, CONV<kernel>; "
+                  "groups separated by | take turns over the layers (MHA4,MHA8|FFN1024,FFN2048)"},
     )
     encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size"})
     encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "inner size of a bare FFN"})
@@ -142,11 +143,11 @@ class SupernetTransformerEncoder(TransformerEncoder):
         super().__init__(args, dictionary, embed_tokens)
 
     def build_encoder_layer(self, args):
-        if self.child is None:
-            return (EntangledSupernetLayer if self.space.entangled else SupernetLayer)(self.space, args)
-        op = self.space.candidates[self.child[self._layers_built]]
+        layer = self._layers_built
         self._layers_built += 1
-        return build_sublayer(op, self.space, args, cls=ChildLayer)
+        if self.child is None:
+            return (EntangledSupernetLayer if self.space.entangled else SupernetLayer)(self.space, args, layer)
+        return build_sublayer(self.space.candidates[self.child[layer]], self.space, args, cls=ChildLayer)
 
 
 class SupernetEncoder(RobertaEncoder):
@@ -408,11 +409,12 @@ def magic_supernet_analysis(args):
 
 @register_model_architecture("magic_supernet", "magic_supernet_tangle_tiny")
 def magic_supernet_tangle_tiny(args):
-    # A weight-entangled space at CPU scale: heads, FFN sizes and kernels share weights.
+    # A weight-entangled space at CPU scale, one elastic operator per layer: attention
+    # (2 or 4 heads), FFN (256 or 512), convolution (kernel 3 or 5), FFN, and again.
     _set_defaults(
         args,
         supernet_layers=8,
-        candidate_ops="MHA2,MHA4,FFN256,FFN512,CONV3,CONV5",
+        candidate_ops="MHA2,MHA4|FFN256,FFN512|CONV3,CONV5|FFN256,FFN512",
         encoder_embed_dim=128,
         encoder_ffn_embed_dim=512,
         embed_factor_dim=0,

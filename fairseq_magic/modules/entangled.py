@@ -50,8 +50,8 @@ def centre_taps(max_kernel: int, kernel: int) -> slice:
     return slice(centre - kernel // 2, centre + kernel // 2 + 1)
 
 
-def slice_state(space: SearchSpace, op: Operator, name: str, tensor: Tensor) -> Tensor:
-    """Candidate ``op``'s part of the shared weight ``name`` (a name inside the
+def slice_state(space: SearchSpace, layer: int, op: Operator, name: str, tensor: Tensor) -> Tensor:
+    """Candidate ``op``'s part of layer ``layer``'s shared weight ``name`` (a name inside the
     kind's sub-layer, e.g. ``op.q_proj.weight``), as the ordinary operator
     (``operators.py``) of that size names and shapes it."""
     if op.kind == "MHA":
@@ -66,7 +66,7 @@ def slice_state(space: SearchSpace, op: Operator, name: str, tensor: Tensor) -> 
         if name == "op.fc2.weight":
             return tensor[:, : op.size]
     elif name == "op.depthwise.weight":
-        return tensor[:, :, centre_taps(space.largest("CONV").size, op.size)]
+        return tensor[:, :, centre_taps(space.largest("CONV", layer).size, op.size)]
     return tensor
 
 
@@ -171,8 +171,8 @@ class EntangledSublayer(Sublayer):
         return self.layer_norm(x + self.dropout(self.op(x, padding_mask, sizes, weights)))
 
 
-def build_entangled(kind: str, space: SearchSpace, cfg) -> EntangledSublayer:
-    largest, d = space.largest(kind), space.hidden_dim
+def build_entangled(kind: str, space: SearchSpace, cfg, layer: int) -> EntangledSublayer:
+    largest, d = space.largest(kind, layer), space.hidden_dim
     if kind == "MHA":
         body = EntangledAttention(d, largest.size, space.head_dim, cfg.attention_dropout)
     elif kind == "FFN":
@@ -184,7 +184,7 @@ def build_entangled(kind: str, space: SearchSpace, cfg) -> EntangledSublayer:
 
 class EntangledSupernetLayer(SupernetLayer):
     """A super-net layer over a weight-entangled space: one shared sub-layer per
-    operator kind (``kinds``), sized for the kind's largest candidate.
+    operator kind (``kinds``), sized for the layer's largest candidate of the kind.
 
     A child runs its candidate's slice. A mixture superposes each kind's
     candidates in one forward of that kind's operator and mixes the kinds:
@@ -192,10 +192,10 @@ class EntangledSupernetLayer(SupernetLayer):
     ``W_K`` is the kind's total weight. A one-hot mixture is exactly its child.
     """
 
-    def __init__(self, space: SearchSpace, cfg):
+    def __init__(self, space: SearchSpace, cfg, layer: int):
         nn.Module.__init__(self)
-        self.space = space
-        self.kinds = nn.ModuleDict({kind: build_entangled(kind, space, cfg) for kind in space.kinds})
+        self.space, self.index = space, layer
+        self.kinds = nn.ModuleDict({kind: build_entangled(kind, space, cfg, layer) for kind in space.kinds(layer)})
         self.active = None
         self.mixture = None
 

@@ -140,10 +140,13 @@ class SupernetLayer(nn.Module):
     A chosen child (``active``) takes precedence over a mixture.
     """
 
-    def __init__(self, space: SearchSpace, cfg):
+    def __init__(self, space: SearchSpace, cfg, layer: int):
         super().__init__()
-        self.space = space
-        self.candidates = nn.ModuleList(build_sublayer(op, space, cfg) for op in space.candidates)
+        self.space, self.index = space, layer
+        # keyed by candidate index: a layer holds only its own candidates (see SearchSpace.layer_options)
+        self.candidates = nn.ModuleDict(
+            {str(c): build_sublayer(space.candidates[c], space, cfg) for c in space.layer_options[layer]}
+        )
         self.active: Optional[int] = None
         self.mixture: Optional[Tuple[Tensor, List[int]]] = None  # (weights (C,), candidates to run)
 
@@ -158,16 +161,20 @@ class SupernetLayer(nn.Module):
             return self.run_mixture(weights.to(x.dtype), run, x, encoder_padding_mask)
         raise MagicError("no child selected: call model.set_child(...) or give --child-arch")
 
+    def candidate(self, c: int) -> nn.Module:
+        return self.candidates[str(c)]
+
     def run_choice(self, c: int, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        return self.candidates[c](x, padding_mask)
+        return self.candidate(c)(x, padding_mask)
 
     def run_mixture(self, weights: Tensor, run: Sequence[int], x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        return sum(weights[c] * self.candidates[c](x, padding_mask) for c in run)
+        return sum(weights[c] * self.candidate(c)(x, padding_mask) for c in run)
 
     def candidate_parameters(self, c: int) -> List[nn.Parameter]:
         """The parameters candidate ``c`` computes with."""
-        return list(self.candidates[c].parameters())
+        return list(self.candidate(c).parameters())
 
     def unused_parameters(self, used: Sequence[int]) -> List[nn.Parameter]:
         """Parameters that none of the candidates ``used`` computes with."""
-        return [p for c, candidate in enumerate(self.candidates) if c not in used for p in candidate.parameters()]
+        used = {str(c) for c in used}
+        return [p for key, candidate in self.candidates.items() if key not in used for p in candidate.parameters()]

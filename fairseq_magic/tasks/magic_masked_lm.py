@@ -188,7 +188,8 @@ class MagicMaskedLMTask(MaskedLMTask):
         if self.cfg.anchor_arch:
             resolve_child(self.cfg.anchor_arch, space)  # fail before training, not at the first alignment
         if self.relaxed:
-            self.arch = ArchitectureWeights(space.num_layers, space.num_candidates, self.cfg.arch_optimizer, self.cfg.arch_lr)
+            self.arch = ArchitectureWeights(space.num_layers, space.num_candidates, self.cfg.arch_optimizer,
+                                            self.cfg.arch_lr, options=space.layer_options)
             supernet.attach_arch_weights(self.arch)  # saved with the model; a checkpoint restores it
             if self.cfg.arch_objective == "bilevel" and not from_checkpoint:  # a missing split fails now
                 self._arch_batches = HeldOutBatches(self, self.cfg.arch_subset, self.cfg.arch_batch_size, self.cfg.seed)
@@ -510,8 +511,7 @@ class MagicMaskedLMTask(MaskedLMTask):
         supernet = unwrap(model)
         model.eval()
         with torch.no_grad():
-            weights, run = self.arch.theta().detach(), [list(range(self.space.num_candidates))] * self.space.num_layers
-            supernet.set_mixture(weights, run)
+            supernet.set_mixture(self.arch.theta().detach(), self.space.layer_options)
             mixture_loss, _, _ = criterion(model, sample)
             with supernet.child_context(self.arch.argmax()):
                 loss, sample_size, logging_output = criterion(model, sample)
