@@ -258,7 +258,7 @@ def cmd_interference(args) -> None:
         for layer in layers:
             res = measure(model, batches, layer, args.max_m, args.repeats, args.seed)
             results[(label, layer)] = res
-            names = list(space.candidate_names)
+            names = [space.candidates[c].name for c in space.layer_options[layer + 1]]  # the children's layer j+1
             with open(os.path.join(args.out, f"{label}_layer{layer}_similarity.csv"), "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["candidate at layer j+1"] + names)
@@ -270,6 +270,7 @@ def cmd_interference(args) -> None:
     fig, axes = plt.subplots(len(layers), len(labels), figsize=(4.2 * len(labels), 3.8 * len(layers)), squeeze=False)
     for (label, layer), res in results.items():
         ax = axes[layers.index(layer)][labels.index(label)]
+        names = [space.candidates[c].name for c in space.layer_options[layer + 1]]
         image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(names)), names, rotation=45)
         ax.set_yticks(range(len(names)), names)

@@ -33,7 +33,11 @@ DEFAULT_LR = {"darts-adam": 3e-4, "darts-sgd": 3e-2, "gaea": 0.1}
 
 class ExponentiatedGradient(torch.optim.Optimizer):
     """Mirror descent on a product of simplices (the rows of each parameter):
-    ``p <- p * exp(-lr * grad)``, then each row is renormalised to sum 1."""
+    ``p <- p * exp(-lr * grad)``, then each row is renormalised to sum 1.
+
+    Computed in log space, ``p <- softmax(log p - lr * grad)``: the same update,
+    but a large step cannot underflow a whole row to 0 (and 0/0). Entries that
+    are exactly 0 stay 0."""
 
     def __init__(self, params, lr: float):
         if lr <= 0:
@@ -48,8 +52,7 @@ class ExponentiatedGradient(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 state["step"] = state.get("step", torch.zeros(())) + 1
-                p.mul_(torch.exp(-group["lr"] * p.grad))
-                p.div_(p.sum(dim=-1, keepdim=True))
+                p.copy_(torch.softmax(torch.log(p) - group["lr"] * p.grad, dim=-1))
 
 
 class ArchitectureWeights:
@@ -151,12 +154,13 @@ def theta_from_state(state: Dict[str, torch.Tensor]) -> torch.Tensor:
     param = state["param"].float()
     if ARCH_OPTIMIZERS[int(state["method"])] == "gaea":
         return param
-    return torch.softmax(param.masked_fill(~state["mask"], float("-inf")), dim=-1)
+    mask = state.get("mask", torch.ones_like(param, dtype=torch.bool))  # saved since layer groups
+    return torch.softmax(param.masked_fill(~mask, float("-inf")), dim=-1)
 
 
 def entropy_of(theta: torch.Tensor) -> float:
     """Mean over layers (rows) of the entropy of theta, in nats."""
-    return float(-(theta * torch.log(theta.clamp_min(1e-30))).sum(-1).mean())
+    return max(0.0, float(-(theta * torch.log(theta.clamp_min(1e-30))).sum(-1).mean()))  # rounding: never -0
 
 
 def gumbel_noise(rng: np.random.Generator, shape) -> torch.Tensor:

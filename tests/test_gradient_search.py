@@ -63,6 +63,14 @@ def test_gaea_keeps_theta_on_the_simplex_and_lowers_entropy():
     assert arch.argmax() == (2, 2, 2)
 
 
+def test_gaea_survives_steps_far_too_large():
+    """A huge step saturates theta at a vertex; it must not underflow to 0/0."""
+    arch, history = optimise("gaea", lr=1e6, steps=20)
+    for _, theta in history:
+        assert torch.isfinite(theta).all() and torch.allclose(theta.sum(-1), torch.ones(3), atol=1e-6)
+    assert history[-1][0] == 0.0
+
+
 @pytest.mark.parametrize("method,lr", [("darts-adam", 0.05), ("darts-sgd", 0.5)])
 def test_darts_finds_the_best_operator_on_the_toy(method, lr):
     arch, history = optimise(method, lr)

@@ -5,13 +5,13 @@
 # and compare. Needs the demo's data (bash scripts/setup.sh). Steps are skipped
 # when their output exists, so a rerun continues.
 #   bash examples/gaea/run.sh [--search-updates 400] [--child-updates 300] \
-#       [--runs "darts-adam:0.003 darts-adam:0.01 darts-adam:0.03 gaea:100 gaea:300 gaea:1000"]
+#       [--runs "darts-adam:0.003 darts-adam:0.01 darts-adam:0.03 gaea:10 gaea:100 gaea:1000"]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
 SEARCH_UPDATES=400 CHILD_UPDATES=300
-RUNS="darts-adam:0.003 darts-adam:0.01 darts-adam:0.03 gaea:100 gaea:300 gaea:1000"
+RUNS="darts-adam:0.003 darts-adam:0.01 darts-adam:0.03 gaea:10 gaea:100 gaea:1000"
 while [ $# -gt 0 ]; do
     case "$1" in
         --search-updates) SEARCH_UPDATES=$2; shift 2 ;;

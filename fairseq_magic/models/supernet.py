@@ -292,6 +292,9 @@ class MagicSupernetModel(RobertaModel):
         if tuple(weights.shape) != (self.space.num_layers, self.space.num_candidates):
             raise MagicError(f"mixture weights of shape {tuple(weights.shape)} for a space of "
                              f"{self.space.num_layers} x {self.space.num_candidates}")
+        empty = [l for l, candidates in enumerate(run) if not candidates]
+        if empty:
+            raise MagicError(f"mixture: layer {empty[0]} has no candidate with a positive weight")
         device = next(self.parameters()).device
         weights = weights.to(device)
         for l, layer in enumerate(self.layers):

@@ -38,10 +38,10 @@ from ..samplers import (
     SAMPLERS, STREAM_AVERAGE_TARGET, STREAM_GUMBEL, STREAM_SHRINK, build_sampler, count_children, rng_for, uniform_child,
     validation_children,
 )
-from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..relaxation import (
     ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale,
 )
+from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..scoring import rank_and_world, score_children, validation_batches
 from ..space import Child
 
@@ -348,7 +348,7 @@ class MagicMaskedLMTask(MaskedLMTask):
     def _arch_step(self, model, grad_sum: torch.Tensor, tokens: float) -> None:
         """theta's step with the gradient of the mean per-token loss over all ranks
         (one small all-reduce: the only communication the search adds)."""
-        rank, world = rank_and_world()
+        world = rank_and_world()[1]
         if world > 1:
             packed = torch.cat([grad_sum.flatten(), grad_sum.new_tensor([tokens])])
             packed = packed.to(next(unwrap(model).parameters()).device)
