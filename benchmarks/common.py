@@ -95,6 +95,21 @@ def timed_step(trainer, sample) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_times(trainers: dict, samples, warmup: int) -> dict:
+    """Step times of each trainer on the same samples, in turn; who goes first
+    rotates with every sample, so that the machine's state affects all alike.
+    The first ``warmup`` samples are stepped but not timed."""
+    names = list(trainers)
+    times = {name: [] for name in names}
+    for i, sample in enumerate(samples):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            t = timed_step(trainers[name], sample)
+            if i >= warmup:
+                times[name].append(t)
+    return times
+
+
 def current_rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()

@@ -23,7 +23,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     SIZES, batches, benchmark_parser, build, device_args, device_name, make_data, memory_per_model, print_memory_of,
-    supernet_argv, timed_step,
+    interleaved_times, supernet_argv,
 )
 
 ALIGN = ["--align-lambda", "0.5", "--align-every", "4", "--align-warmup-epochs", "0"]
@@ -59,14 +59,8 @@ def main():
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
     trainers = {m: build_method(m, data, args.size, extra, args.anchor_eval_interval) for m in METHODS}
-    times = {m: [] for m in METHODS}
     samples = batches(trainers["spos"][1], args.warmup + args.steps, batch_size)
-    order = list(METHODS)
-    for i, sample in enumerate(samples):
-        for m in order[i % len(order):] + order[: i % len(order)]:  # rotate who goes first
-            t = timed_step(trainers[m][0], sample)
-            if i >= args.warmup:
-                times[m].append(t)
+    times = interleaved_times({m: trainers[m][0] for m in METHODS}, samples, args.warmup)
     mean = {m: statistics.mean(v) for m, v in times.items()}
 
     mem = memory_per_model(__file__, METHODS, data, args, "--anchor-eval-interval", str(args.anchor_eval_interval))

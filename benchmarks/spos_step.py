@@ -24,7 +24,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     SIZES, batches, benchmark_parser, build, common_argv, device_args, device_name, make_data, memory_per_model,
-    print_memory_of, supernet_argv, timed_step,
+    interleaved_times, print_memory_of, supernet_argv,
 )
 
 MODELS = ("roberta", "supernet")
@@ -59,13 +59,8 @@ def main():
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
     plain, plain_task = build_fixed("roberta", data, args.size, extra)
     supernet, _ = build_fixed("supernet", data, args.size, extra)
-    times = {"roberta": [], "supernet": []}
-    for i, sample in enumerate(batches(plain_task, args.warmup + args.steps, batch_size)):
-        pair = [("roberta", plain), ("supernet", supernet)]
-        for name, trainer in pair if i % 2 else pair[::-1]:
-            t = timed_step(trainer, sample)
-            if i >= args.warmup:
-                times[name].append(t)
+    samples = batches(plain_task, args.warmup + args.steps, batch_size)
+    times = interleaved_times({"roberta": plain, "supernet": supernet}, samples, args.warmup)
     med = {k: statistics.median(v) for k, v in times.items()}
 
     mem = memory_per_model(__file__, MODELS, data, args)

@@ -32,7 +32,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     ROOT, SIZES, batches, benchmark_parser, build, common_argv, device_args, device_name, make_data,
-    memory_per_model, print_memory_of, timed_step,
+    interleaved_times, memory_per_model, print_memory_of,
 )
 
 SPACES = ("bert", "kinds")
@@ -77,13 +77,8 @@ def main():
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
     trainers = {name: build(argv_for(name, data, args.size, extra)) for name in MODELS}
-    times = {name: [] for name in MODELS}
-    order = list(MODELS)
-    for i, sample in enumerate(batches(trainers["bert-child"][1], args.warmup + args.steps, batch_size)):
-        for name in order if i % 2 else order[::-1]:
-            t = timed_step(trainers[name][0], sample)
-            if i >= args.warmup:
-                times[name].append(t)
+    samples = batches(trainers["bert-child"][1], args.warmup + args.steps, batch_size)
+    times = interleaved_times({name: trainers[name][0] for name in MODELS}, samples, args.warmup)
     med = {k: statistics.median(v) for k, v in times.items()}
     del trainers
     mem = memory_per_model(__file__, MODELS, data, args)
