@@ -35,5 +35,7 @@ fi
 has scipy && has sentencepiece && has matplotlib && has pytest && has xdist \
     || pipq scipy sentencepiece matplotlib pytest pytest-xdist
 has fastBPE || pipq --no-build-isolation fastBPE
-has fairseq_magic && command -v fairseq-magic >/dev/null || pipq --no-deps --no-build-isolation -e .
+# installed into this .venv (imported from outside the checkout, whose root would shadow it)
+(cd / && python -c "import fairseq_magic") 2>/dev/null && [ -x .venv/bin/fairseq-magic ] \
+    || pipq --no-deps --no-build-isolation -e .
 python -c "import torch, fairseq, fairseq_magic; print(f'[install] ready: torch {torch.__version__}, fairseq {fairseq.__version__}, fairseq-magic {fairseq_magic.__version__}')" 2>/dev/null | tail -1
