@@ -120,12 +120,12 @@ def cmd_export(args) -> None:
 def cmd_derive(args) -> None:
     """The argmax child of a gradient-based search, as an architecture file."""
     from .export import load_supernet_checkpoint
-    from .models.supernet import ARCH_WEIGHTS_PREFIX
+    from .models.supernet import arch_weights_state
     from .relaxation import entropy_of, theta_from_state
     from .space import save_child
 
     state, _, space = load_supernet_checkpoint(args.checkpoint)
-    arch = {k[len(ARCH_WEIGHTS_PREFIX):]: v for k, v in state["model"].items() if k.startswith(ARCH_WEIGHTS_PREFIX)}
+    arch = arch_weights_state(state["model"])
     if not arch:
         raise MagicError(f"{args.checkpoint} has no architecture weights (train with --relaxation mixture or gdas)")
     theta = theta_from_state(arch)

@@ -87,7 +87,7 @@ class ArchitectureWeights:
     # ------------------------------------------------------------ theta
     def theta(self) -> torch.Tensor:
         """theta, connected to the graph when gradients are on."""
-        return self.param if self.method == "gaea" else torch.softmax(self._logits(), dim=-1)
+        return theta_of(self.method, self.param, self.mask)
 
     def log_theta(self) -> torch.Tensor:
         if self.method == "gaea":  # clamped: log's gradient at an exact 0 would be 0/0
@@ -149,13 +149,19 @@ class ArchitectureWeights:
             self.optimizer.state[self.param] = optim
 
 
+def theta_of(method: str, param: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """theta from its parameter: itself for GAEA, the softmax of the logits over
+    each layer's candidates (``mask``) for DARTS."""
+    if method == "gaea":
+        return param
+    return torch.softmax(param.masked_fill(~mask, float("-inf")), dim=-1)
+
+
 def theta_from_state(state: Dict[str, torch.Tensor]) -> torch.Tensor:
     """theta from saved architecture weights, without building anything."""
     param = state["param"].float()
-    if ARCH_OPTIMIZERS[int(state["method"])] == "gaea":
-        return param
     mask = state.get("mask", torch.ones_like(param, dtype=torch.bool))  # saved since layer groups
-    return torch.softmax(param.masked_fill(~mask, float("-inf")), dim=-1)
+    return theta_of(ARCH_OPTIMIZERS[int(state["method"])], param, mask)
 
 
 def entropy_of(theta: torch.Tensor) -> float:

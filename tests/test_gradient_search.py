@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import assert_one_error_line, fairseq_train, load_state, magic, read_child_log, train_log
 from fairseq_magic.errors import MagicError
+from fairseq_magic.models.supernet import arch_weights_state
 from fairseq_magic.modules.entangled import EntangledConv, EntangledFeedForward, size_mask
 from fairseq_magic.relaxation import ArchitectureWeights, entropy_of, gumbel_noise, theta_from_state
 from fairseq_magic.space import SearchSpace, load_child
@@ -226,7 +227,7 @@ def test_relaxed_search_trains_logs_and_derives_its_argmax_child(data_bin, tmp_p
     assert "architecture in epoch 1 after 8 updates: mean entropy" in out and "valid_mixture_loss" in out
 
     state = load_state(str(tmp_path / "checkpoint_last.pt"))["model"]
-    theta = theta_from_state({k[len("arch_weights."):]: v for k, v in state.items() if k.startswith("arch_weights.")})
+    theta = theta_from_state(arch_weights_state(state))
     assert torch.allclose(theta.sum(-1), torch.ones(6), atol=1e-5)
     derived = magic("derive", str(tmp_path / "checkpoint_last.pt"), "-o", str(tmp_path / "argmax.json"))
     space, child = load_child(str(tmp_path / "argmax.json"))

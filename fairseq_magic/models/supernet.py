@@ -226,10 +226,19 @@ def _load_search_state(module, state_dict, prefix, *args):
     if encoded is not None:
         module.search_state.clear()
         module.search_state.update(decode_json(encoded))
+    arch = arch_weights_state(state_dict, prefix)
+    for key in arch:
+        del state_dict[prefix + ARCH_WEIGHTS_PREFIX + key]
+    if arch and module.arch_weights is not None:
+        module.arch_weights.load_state_dict(arch)
+    elif arch:  # loaded before the task attached its architecture weights
+        module._pending_arch_state = arch
+
+
+def arch_weights_state(state_dict, prefix: str = "") -> Dict[str, torch.Tensor]:
+    """The architecture weights a super-net's state dict carries (empty if none)."""
     start = prefix + ARCH_WEIGHTS_PREFIX
-    arch = {key[len(start):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(start)]}
-    if arch:
-        module.attach_arch_weights(module.arch_weights, pending=arch)
+    return {key[len(start):]: value for key, value in state_dict.items() if key.startswith(start)}
 
 
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)
@@ -301,16 +310,13 @@ class MagicSupernetModel(RobertaModel):
             layer.active = None
             layer.mixture = (weights[l], list(run[l]))
 
-    def attach_arch_weights(self, arch_weights, pending: Optional[Dict] = None) -> None:
+    def attach_arch_weights(self, arch_weights) -> None:
         """Keep ``arch_weights`` with the model, so that it is saved in and
-        restored from checkpoints. State loaded before it is attached waits."""
+        restored from checkpoints; state loaded before it was attached is applied."""
         self.arch_weights = arch_weights
-        pending = pending if pending is not None else self._pending_arch_state
-        self._pending_arch_state = None
-        if pending is not None and arch_weights is not None:
-            arch_weights.load_state_dict(pending)
-        elif pending is not None:
-            self._pending_arch_state = pending
+        if self._pending_arch_state is not None:
+            arch_weights.load_state_dict(self._pending_arch_state)
+            self._pending_arch_state = None
 
     @contextmanager
     def child_context(self, arch) -> Iterator[Child]:
