@@ -1,35 +1,77 @@
 """The anchor child of MAGIC-A: the top-performing child others align to.
 
-Two policies (Sec. 4 and Fig. 3b/c):
+The first anchor is top-performing (Sec. 4: "directly pick a top-performing
+anchor child"): the best of N children scored with the shared weights when
+alignment starts (or, under ``top-p``, the child at the top p% of them).
+Then one of two policies (Sec. 4 and Fig. 3b/c):
 
 * ``best``: keep the best child found so far; every ``--anchor-eval-interval``
   updates the child just trained and the anchor are scored on the same
-  validation slice with the current weights, and the child replaces the anchor
-  when it validates better.
+  validation sentences with the current weights, and the child replaces the
+  anchor when it is better by a margin that noise does not explain: a paired
+  test on per-sentence scores, the mean improvement above z standard errors.
 * ``top-p``: at each epoch end, score N random children (and the anchor); the
   anchor becomes the child ranked at the top p%, and is kept while it stays
   within the top (p - r)% .. (p + r)% of later epochs' rankings.
 
-The anchor's state is a plain dict inside the model's ``search_state``, so it is
-saved in every checkpoint and restored on resume.
+The anchor's state is a plain dict under ``"anchor"`` in the model's
+``search_state``, so it is saved in every checkpoint and restored on resume.
 """
 
+import math
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .samplers import STREAM_ANCHOR, Allowed, rng_for, uniform_child
+import numpy as np
+
+from .samplers import STREAM_ANCHOR, Allowed, count_children, rng_for, uniform_child
 from .space import Child, SearchSpace
 
 POLICIES = ("best", "top-p")
 
+# keys of rng_for(seed, STREAM_ANCHOR, key): epoch ends use the epoch number
+_INITIAL_KEY = 2_000_000
+_RESTRICT_KEY = 1_000_000
+
+
+@dataclass
+class Comparison:
+    """A trained child against the anchor on the same sentences (higher is better)."""
+
+    candidate: float  # the candidate's score
+    anchor: float  # the anchor's score
+    diff: float  # mean per-sentence improvement of the candidate over the anchor
+    se: float  # its standard error
+    sentences: int
+
+    def beats(self, z: float) -> bool:
+        return self.diff > 0 and self.diff > z * self.se
+
+
+def paired_comparison(candidate: Sequence[float], anchor: Sequence[float]) -> Comparison:
+    """Paired difference of per-sentence scores (the same sentences, the same masks)."""
+    c, a = np.asarray(candidate, dtype=float), np.asarray(anchor, dtype=float)
+    d = c - a
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    return Comparison(candidate=float(c.mean()), anchor=float(a.mean()), diff=float(d.mean()), se=se, sentences=len(d))
+
 
 class Anchor:
-    def __init__(self, space: SearchSpace, state: Dict, seed: int, initial: Optional[Child] = None):
+    """The anchor, kept in ``search_state["anchor"]`` (read afresh on every access, so
+    a checkpoint load that replaces the search state's contents is seen)."""
+
+    def __init__(self, space: SearchSpace, search_state: Dict, seed: int):
         self.space = space
-        self.state = state
+        self.search_state = search_state
         self.seed = seed
-        if "arch" not in state:
-            child = initial if initial is not None else uniform_child(space, rng_for(seed, STREAM_ANCHOR))
-            state.update(arch=space.format(child), score=None, replacements=0)
+
+    @property
+    def state(self) -> Dict:
+        return self.search_state.setdefault("anchor", {})
+
+    @property
+    def chosen(self) -> bool:
+        return "arch" in self.state
 
     @property
     def child(self) -> Child:
@@ -39,23 +81,51 @@ class Anchor:
     def score(self) -> Optional[float]:
         return self.state.get("score")
 
+    def set(self, child: Child, score: Optional[float] = None) -> None:
+        """The first anchor (given, drawn or chosen from a scored set)."""
+        self.state.update(arch=self.space.format(child), score=score, replacements=self.state.get("replacements", 0))
+
     def _replace(self, child: Child, score: float) -> None:
         self.state.update(arch=self.space.format(child), score=score, replacements=self.state["replacements"] + 1)
 
+    def random_child(self, allowed: Allowed = None, key: int = 0) -> Child:
+        return uniform_child(self.space, rng_for(self.seed, STREAM_ANCHOR, key), allowed)
+
+    def initial_children(self, count: int, allowed: Allowed = None, key: int = 0) -> List[Child]:
+        """``count`` distinct seeded children (fewer if the space is smaller) to choose the first anchor from."""
+        rng = rng_for(self.seed, STREAM_ANCHOR, _INITIAL_KEY + key)
+        children: List[Child] = []
+        limit = min(count, count_children(self.space, allowed))
+        while len(children) < limit:
+            child = uniform_child(self.space, rng, allowed)
+            if child not in children:
+                children.append(child)
+        return children
+
+    def choose_initial(self, children: Sequence[Child], scores: Sequence[float], policy: str, p: float) -> int:
+        """Make the best scored child the anchor (``top-p``: the one at the top p%); returns its index."""
+        order = sorted(range(len(children)), key=lambda i: -scores[i])  # best first
+        position = 0 if policy == "best" else min(len(order) - 1, round(p / 100.0 * max(len(order) - 1, 1)))
+        chosen = order[position]
+        self.set(children[chosen], scores[chosen])
+        if policy != "best":
+            self.state["percentile"] = 100.0 * position / max(len(order) - 1, 1)
+        return chosen
+
     def restrict(self, allowed: Allowed, epoch: int) -> bool:
-        """After the space shrank: an anchor that uses a removed operator is re-drawn
-        inside the space (seeded); returns whether it changed."""
+        """After the space shrank: whether the anchor uses a removed operator. If it
+        does and no better rule applies, it is re-drawn inside the space (seeded)."""
         if allowed is None or all(c in options for c, options in zip(self.child, allowed)):
             return False
-        child = uniform_child(self.space, rng_for(self.seed, STREAM_ANCHOR, 1_000_000 + epoch), allowed)
-        self.state.update(arch=self.space.format(child), score=None)
+        self.state.update(arch=self.space.format(self.random_child(allowed, _RESTRICT_KEY + epoch)), score=None)
         return True
 
-    def consider(self, candidate: Child, candidate_score: float, anchor_score: float) -> bool:
-        """``best`` policy: replace the anchor if the candidate validates better."""
-        self.state["score"] = anchor_score
-        if tuple(candidate) != self.child and candidate_score > anchor_score:
-            self._replace(candidate, candidate_score)
+    def consider(self, candidate: Child, comparison: Comparison, z: float) -> bool:
+        """``best`` policy: replace the anchor if the candidate is better by more than
+        ``z`` standard errors (z = 0: by any margin)."""
+        self.state["score"] = comparison.anchor
+        if tuple(candidate) != self.child and comparison.beats(z):
+            self._replace(candidate, comparison.candidate)
             return True
         return False
 

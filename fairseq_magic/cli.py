@@ -329,9 +329,25 @@ def cmd_rank_train(args) -> None:
 
     if bool(args.finetune_data) != bool(args.finetune_args):
         raise MagicError("--finetune-data and --finetune-args go together")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise MagicError(f"--seeds must list distinct integers, got '{args.seeds}'")
     truth = rank.train_children(args.dir, args.data, shlex.split(args.train_args), args.finetune_data,
-                                shlex.split(args.finetune_args), log=logger.info)
+                                shlex.split(args.finetune_args), seeds=seeds, jobs=args.jobs, log=logger.info)
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
+    for metric in ("valid_loss", "finetune_accuracy"):
+        names = [n for n, r in truth.items() if metric in r]
+        print_ceiling(rank.seed_agreement(truth, names, metric), metric)
+
+
+def print_ceiling(agreement, metric: str) -> None:
+    """The ground truth's own noise, printed beside every rank table."""
+    if agreement is None:
+        print(f"ceiling ({metric}): unknown, one seed per child (train with --seeds 1,2 to measure it)")
+        return
+    print(f"ceiling ({metric}): the same {agreement['children']} children trained with {agreement['seeds']} seeds "
+          f"agree with Kendall's tau {agreement['tau']:.3f} (mean |difference| {agreement['mean_abs_diff']:.4f}, "
+          f"span of the means {agreement['span']:.4f})")
 
 
 def cmd_rank_correlate(args) -> None:
@@ -355,28 +371,47 @@ def cmd_rank_correlate(args) -> None:
     labels = supernet_labels(args.labels, args.checkpoints)
     os.makedirs(args.out, exist_ok=True)
     gt = [rank.GROUND_TRUTHS[args.ground_truth] * truth[n][args.ground_truth] for n in names]  # higher is better
-    rows = {}
-    for label, checkpoint in zip(labels, args.checkpoints):
+    rows = []
+    for i, (label, checkpoint) in enumerate(zip(labels, args.checkpoints)):
         args.checkpoint = checkpoint
         model, _, net_space, batches = load_supernet_for_scoring(args)
         if net_space != space:
             raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
         estimates = [-s.loss for s in score_children(model, model, [children[n] for n in names], batches)]
-        rows[label] = dict(rank.correlation(estimates, gt), estimates=estimates)
+        rows.append(dict(rank.correlation(estimates, gt), label=label, checkpoint=checkpoint, estimates=estimates))
         fig, ax = plt.subplots(figsize=(4, 3.6))
         ax.scatter(gt, estimates, s=14)
         ax.set_xlabel("stand-alone: " + ("- validation loss (bits)" if args.ground_truth == "valid_loss" else "fine-tuned accuracy"))
         ax.set_ylabel("super-net estimate: - loss (bits)")
-        ax.set_title(f"{label}: tau {rows[label]['tau']:.2f}")
+        ax.set_title(f"{label}: tau {rows[-1]['tau']:.2f}")
         fig.tight_layout()
-        fig.savefig(os.path.join(args.out, f"scatter_{label}.png"), dpi=120)
+        suffix = f"_{labels[:i].count(label) + 1}" if labels.count(label) > 1 else ""
+        fig.savefig(os.path.join(args.out, f"scatter_{label}{suffix}.png"), dpi=120)
         plt.close(fig)
+    grouped = {}
+    for row in rows:
+        grouped.setdefault(row["label"], []).append(row["estimates"])
+    methods = rank.compare_methods(grouped, gt)
+    ceiling = rank.seed_agreement(truth, names, args.ground_truth)
     with open(os.path.join(args.out, "rank.json"), "w") as f:
-        json.dump({"children": names, "ground_truth": gt, "supernets": rows}, f, indent=1)
+        json.dump({"children": names, "ground_truth": gt, "ceiling": ceiling, "supernets": rows,
+                   "methods": methods}, f, indent=1)
     print(f"Kendall's tau over {len(names)} children (estimate: negative shared-weight validation loss)")
-    print(f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}")
-    for label, r in rows.items():
-        print(f"{label:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}")
+    print(f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}  checkpoint")
+    for r in rows:
+        print(f"{r['label']:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}  {r['checkpoint']}")
+    if any(m["n"] > 1 for m in methods.values()) or len(methods) > 1:
+        base = next(iter(methods))
+        print(f"\n{'method':<16}{'n':>3}{'mean tau':>10}{'sd':>8}{'vs ' + base:>12}{'Welch p':>9}"
+              f"{'bootstrap 95% CI':>20}{'P(<=)':>7}")
+        for label, m in methods.items():
+            line = f"{label:<16}{m['n']:>3}{m['mean']:>10.3f}{m['sd']:>8.3f}"
+            if "diff" in m:
+                ci = f"[{m['boot_lo']:+.3f}, {m['boot_hi']:+.3f}]"
+                p = f"{m['welch_p']:.2g}" if "welch_p" in m else "-"
+                line += f"{m['diff']:>+12.3f}{p:>9}{ci:>20}{m['boot_p']:>7.3f}"
+            print(line)
+    print_ceiling(ceiling, args.ground_truth)
 
 
 def add_scoring_options(p, sentences: int = 512, batch_size: int = 32) -> None:
@@ -454,11 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--finetune-args", default="",
                    help="sentence_prediction settings as one string, e.g. \"--num-classes 2 --max-positions 128 "
                         "--init-token 0 --separator-token 2 --batch-size 16 --lr 1e-5 --max-epoch 3 --cpu\"")
+    q.add_argument("--seeds", default="1",
+                   help="train every child once per seed (comma-separated); the ground truth is the mean, and "
+                        "the seeds' agreement is printed as the ceiling of any rank correlation")
+    q.add_argument("--jobs", type=int, default=1,
+                   help="trainings run at once (on a CPU, with OMP_NUM_THREADS=1 each)")
     q.set_defaults(func=cmd_rank_train)
     q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")
     q.add_argument("--dir", required=True, help="directory with children and truth.json")
     q.add_argument("--checkpoints", nargs="+", required=True, help="super-net checkpoints (e.g. SPOS, MAGIC-T, ...)")
-    q.add_argument("--labels", default="", help="names of the super-nets, comma-separated")
+    q.add_argument("--labels", default="",
+                   help="names of the super-nets, comma-separated; a name given to several checkpoints (seeds of "
+                        "one method) gets the mean and standard deviation of tau, and each method is compared "
+                        "with the first")
     q.add_argument("--out", required=True, help="where rank.json and the scatter plots go")
     q.add_argument("--ground-truth", choices=["valid_loss", "finetune_accuracy"], default="valid_loss")
     add_scoring_options(q)

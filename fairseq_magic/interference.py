@@ -14,7 +14,7 @@ and two runs give identical numbers.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -102,3 +102,20 @@ def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: 
         matrix=np.mean(matrices[1], axis=0),
         mean_by_m={m: float(np.mean([off_diagonal_mean(x) for x in ms])) for m, ms in matrices.items()},
     )
+
+
+def sample_similarity(supernet, batches: Sequence[dict], rng: np.random.Generator, allowed=None) -> Tuple[int, float]:
+    """One cheap sample of Fig. 2a, for use during training: a random layer j whose
+    next layer has a choice, a random o_g in it, and two children equal everywhere
+    but layer j+1; returns (j, cosine of their gradients on o_g)."""
+    space = supernet.space
+    options = allowed or space.layer_options
+    layers = [j for j in range(space.num_layers - 1) if len(options[j + 1]) > 1]
+    if not layers:
+        raise MagicError("interference needs a layer followed by a layer with two or more candidates")
+    j = layers[int(rng.integers(len(layers)))]
+    base = list(uniform_child(space, rng, allowed))
+    pair = rng.choice(list(options[j + 1]), size=2, replace=False)
+    children = [tuple(base[: j + 1] + [int(c)] + base[j + 2:]) for c in pair]
+    params = supernet.operator_parameters(j, base[j])
+    return j, float(cosine_matrix([gradient(supernet, c, params, batches) for c in children])[0, 1])

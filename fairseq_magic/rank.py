@@ -8,19 +8,27 @@ Table 1).
    is skipped, an interrupted one resumes from its checkpoint); its ground
    truth is the best validation masked-LM loss and, when a GLUE-format task is
    given, the best accuracy after fine-tuning with ``sentence_prediction``,
-   recorded in ``truth.json``.
+   recorded in ``truth.json``. With several ``seeds`` each child is trained
+   once per seed; the ground truth is the mean, and the agreement between the
+   seeds (Kendall's tau of the same children trained twice) is the ceiling no
+   super-net can be expected to pass.
 3. ``correlate``: each super-net scores every child with its shared weights
    (estimate = negative validation loss, as in the paper) and Kendall's tau
    (with its p-value) and Spearman's rho against the ground truth are computed
-   with scipy.
+   with scipy. Several super-nets per method (seeds) are summarised by the mean
+   and standard deviation of tau, and each method is compared with the first
+   by Welch's t-test over seeds and a bootstrap over children.
 """
 
 import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Sequence
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 from scipy import stats
 
 from .errors import MagicError
@@ -81,9 +89,10 @@ def read_children(out_dir: str):
 GROUND_TRUTHS = {"valid_loss": -1.0, "finetune_accuracy": 1.0}
 
 
-def read_truth(out_dir: str) -> Dict[str, Dict[str, float]]:
+def read_truth(out_dir: str) -> Dict[str, Dict]:
     """{child: {metric: value}}: ``valid_loss`` (best stand-alone validation loss,
-    bits) and, when fine-tuned, ``finetune_accuracy``."""
+    bits) and, when fine-tuned, ``finetune_accuracy``, each the mean over the
+    seeds in ``<metric>_by_seed`` ({seed: value})."""
     path = os.path.join(out_dir, "truth.json")
     if not os.path.isfile(path):
         return {}
@@ -91,6 +100,60 @@ def read_truth(out_dir: str) -> Dict[str, Dict[str, float]]:
         truth = json.load(f)
     # a plain number is a validation loss (the first format of this file)
     return {name: v if isinstance(v, dict) else {"valid_loss": float(v)} for name, v in truth.items()}
+
+
+def seed_agreement(truth: Dict[str, Dict], names: Sequence[str], metric: str) -> Optional[Dict[str, float]]:
+    """The ground truth's own noise: Kendall's tau between stand-alone runs of the
+    same children with different seeds (mean over pairs of seeds), the mean
+    absolute difference between two runs of a child, and the span of the
+    children's mean values. None when fewer than two seeds are recorded."""
+    by_seed = [truth[n].get(f"{metric}_by_seed", {}) for n in names]
+    seeds = sorted(set.intersection(*(set(b) for b in by_seed)) if by_seed else set(), key=int)
+    if len(seeds) < 2 or len(names) < 3:
+        return None
+    runs = np.array([[b[s] for s in seeds] for b in by_seed])  # (children, seeds)
+    pairs = [(i, j) for i in range(len(seeds)) for j in range(i + 1, len(seeds))]
+    taus = [stats.kendalltau(runs[:, i], runs[:, j]).statistic for i, j in pairs]
+    diffs = [np.abs(runs[:, i] - runs[:, j]).mean() for i, j in pairs]
+    means = runs.mean(axis=1)
+    return {"tau": float(np.mean(taus)), "seeds": len(seeds), "children": len(names),
+            "mean_abs_diff": float(np.mean(diffs)), "span": float(means.max() - means.min())}
+
+
+def compare_methods(estimates: Dict[str, List[Sequence[float]]], truth: Sequence[float],
+                    bootstrap: int = 2000, seed: int = 0) -> Dict[str, Dict[str, float]]:
+    """Per method (label -> one estimate list per super-net seed): the mean and
+    standard deviation of Kendall's tau over its super-nets; and for every
+    method after the first (the baseline) the difference of mean tau, Welch's
+    t-test over super-nets (p, two-sided), and a bootstrap over children (the
+    same resampled children for every super-net): a 95% interval of the
+    difference and the share of resamples in which the method is not better."""
+    truth = np.asarray(truth, dtype=float)
+    labels = list(estimates)
+    runs = {label: [np.asarray(e, dtype=float) for e in estimates[label]] for label in labels}
+
+    def mean_tau(label: str, idx: np.ndarray) -> float:
+        return float(np.mean([stats.kendalltau(e[idx], truth[idx]).statistic for e in runs[label]]))
+
+    taus = {label: [stats.kendalltau(e, truth).statistic for e in runs[label]] for label in labels}
+    out = {label: {"mean": float(np.mean(t)), "sd": float(np.std(t, ddof=1)) if len(t) > 1 else 0.0,
+                   "n": len(t), "taus": [float(x) for x in t]} for label, t in taus.items()}
+    if len(labels) < 2:
+        return out
+    base = labels[0]
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, len(truth), len(truth)) for _ in range(bootstrap)]
+    base_boot = np.array([mean_tau(base, idx) for idx in resamples])
+    for label in labels[1:]:
+        row = out[label]
+        row["diff"] = row["mean"] - out[base]["mean"]
+        if len(taus[label]) > 1 and len(taus[base]) > 1:
+            row["welch_p"] = float(stats.ttest_ind(taus[label], taus[base], equal_var=False).pvalue)
+        boot = np.array([mean_tau(label, idx) for idx in resamples]) - base_boot
+        boot = boot[np.isfinite(boot)]
+        row["boot_lo"], row["boot_hi"] = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+        row["boot_p"] = float((boot <= 0).mean())
+    return out
 
 
 def _best(checkpoint: str) -> float:
@@ -106,37 +169,67 @@ def _fairseq_train(name: str, cmd: List[str]) -> None:
         raise MagicError(f"training {name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
 
 
+def _record_mean(record: Dict, metric: str) -> None:
+    values = record[f"{metric}_by_seed"].values()
+    record[metric] = float(np.mean(list(values)))
+
+
 def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_data: str = "",
-                   finetune_args: Sequence[str] = (), log=print) -> Dict[str, Dict[str, float]]:
-    """Train every child that has no ground truth yet: masked-LM pre-training from
-    scratch, then (with ``finetune_data``) fairseq's sentence_prediction from it."""
+                   finetune_args: Sequence[str] = (), seeds: Sequence[int] = (1,), jobs: int = 1,
+                   log=print) -> Dict[str, Dict]:
+    """Train every (child, seed) that has no ground truth yet: masked-LM
+    pre-training from scratch (``--seed`` appended to ``train_args``), then
+    (with ``finetune_data``) fairseq's sentence_prediction from it. ``jobs``
+    runs that many trainings at once; ``truth.json`` is rewritten after each."""
     _, children = read_children(out_dir)
     truth = read_truth(out_dir)
     plugin = os.path.dirname(os.path.abspath(__file__))
+    lock = threading.Lock()
+    todo = []
     for i, name in enumerate(children):
-        record = truth.get(name, {})
-        if "valid_loss" in record and (not finetune_data or "finetune_accuracy" in record):
-            continue
+        record = truth.setdefault(name, {})
+        if "valid_loss" in record and "valid_loss_by_seed" not in record:  # a run from before seeds were recorded
+            record["valid_loss_by_seed"] = {"1": record["valid_loss"]}
+        for seed in seeds:
+            done = str(seed) in record.get("valid_loss_by_seed", {})
+            if not done or (finetune_data and str(seed) not in record.get("finetune_accuracy_by_seed", {})):
+                todo.append((i, name, seed))
+
+    def train(item) -> None:
+        i, name, seed = item
+        record = truth[name]
         arch = ["--user-dir", plugin, "--arch", "magic_child", "--child-arch", os.path.join(out_dir, f"{name}.json"),
                 "--no-epoch-checkpoints"]
-        pretrain = os.path.join(out_dir, "train", name)
-        if "valid_loss" not in record:
-            log(f"training child {name} ({i + 1}/{len(children)}) from scratch")
+        pretrain = os.path.join(out_dir, "train", name, f"seed{seed}")
+        tag = f"child {name} ({i + 1}/{len(children)}), seed {seed}"
+        results = {}
+        if str(seed) not in record.get("valid_loss_by_seed", {}):
+            log(f"training {tag} from scratch")
             _fairseq_train(name, [data, "--task", "masked_lm", "--criterion", "masked_lm", *arch,
-                                  "--save-dir", pretrain, *train_args])
-            record["valid_loss"] = _best(os.path.join(pretrain, "checkpoint_best.pt"))
+                                  "--save-dir", pretrain, *train_args, "--seed", str(seed)])
+            results["valid_loss"] = _best(os.path.join(pretrain, "checkpoint_best.pt"))
         if finetune_data:
-            finetune = os.path.join(out_dir, "finetune", name)
-            log(f"fine-tuning child {name} ({i + 1}/{len(children)})")
+            finetune = os.path.join(out_dir, "finetune", name, f"seed{seed}")
+            log(f"fine-tuning {tag}")
             _fairseq_train(name, [
                 finetune_data, "--task", "sentence_prediction", "--criterion", "sentence_prediction", *arch,
                 "--restore-file", os.path.join(pretrain, "checkpoint_best.pt"), "--reset-optimizer",
                 "--reset-dataloader", "--reset-meters", "--best-checkpoint-metric", "accuracy",
-                "--maximize-best-checkpoint-metric", "--save-dir", finetune, *finetune_args,
+                "--maximize-best-checkpoint-metric", "--save-dir", finetune, *finetune_args, "--seed", str(seed),
             ])
-            record["finetune_accuracy"] = _best(os.path.join(finetune, "checkpoint_best.pt"))
-        truth[name] = record
-        with open(os.path.join(out_dir, "truth.json"), "w") as f:
-            json.dump(truth, f, indent=1)
-        log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()))
-    return truth
+            results["finetune_accuracy"] = _best(os.path.join(finetune, "checkpoint_best.pt"))
+        with lock:
+            for metric, value in results.items():
+                record.setdefault(f"{metric}_by_seed", {})[str(seed)] = value
+                _record_mean(record, metric)
+            with open(os.path.join(out_dir, "truth.json"), "w") as f:
+                json.dump(truth, f, indent=1)
+        log(f"{tag}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        for future in as_completed([pool.submit(train, item) for item in todo]):
+            future.result()  # the first failure is raised; trainings not yet started are cancelled
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return {name: record for name, record in truth.items() if record}

@@ -1,16 +1,19 @@
 """Scoring children with the shared weights on a fixed slice of validation data.
 
-Used by the anchor of MAGIC-A (and by search). The slice is the first
-``sentences`` validation examples, masked exactly as fairseq's validation masks
-them (epoch 1), collated once and kept. In distributed training each rank
-scores its own share of the batches and one all-reduce adds the sums up, so
-every rank gets the same numbers and takes the same decision.
+Used by the anchor of MAGIC-A, shrinking, search and rank correlation. The
+slice is the first ``sentences`` validation examples, masked exactly as
+fairseq's validation masks them (epoch 1), collated once and kept. In
+distributed training each rank scores its own share of the batches and one
+all-reduce adds the sums up, so every rank gets the same numbers and takes the
+same decision. Scores are kept per sentence too, for paired comparisons of two
+children on the same sentences.
 """
 
 import math
 from dataclasses import dataclass
 from typing import List, Sequence
 
+import numpy as np
 import torch
 from fairseq import utils
 
@@ -21,10 +24,16 @@ from .space import Child
 class ChildScore:
     loss: float  # masked-LM loss per masked token, in bits (base 2, as fairseq logs it)
     accuracy: float  # masked-LM accuracy
+    per_sentence: np.ndarray  # (sentences, 3): summed loss (nats), correct, masked tokens; by sentence id
 
     def value(self, metric: str) -> float:
         """Val(child): higher is better."""
         return self.accuracy if metric == "accuracy" else -self.loss
+
+    def sentence_values(self, metric: str) -> np.ndarray:
+        """Val per sentence (those with masked tokens), in the units of :meth:`value`."""
+        s = self.per_sentence[self.per_sentence[:, 2] > 0]
+        return s[:, 1] / s[:, 2] if metric == "accuracy" else -s[:, 0] / s[:, 2] / math.log(2)
 
 
 def rank_and_world():
@@ -33,21 +42,23 @@ def rank_and_world():
     return 0, 1
 
 
-def validation_batches(task, subset: str, sentences: int, batch_size: int) -> List[dict]:
-    """This rank's share of the first ``sentences`` examples of ``subset``, collated."""
+def validation_batches(task, subset: str, sentences: int, batch_size: int, split_ranks: bool = True) -> List[dict]:
+    """This rank's share of the first ``sentences`` examples of ``subset``, collated
+    (every batch, on every rank, with ``split_ranks=False``)."""
     if subset not in task.datasets:
         task.load_dataset(subset, combine=False, epoch=1)
     dataset = task.dataset(subset)
     dataset.set_epoch(1)  # the masking fairseq's own validation uses
     n = min(sentences, len(dataset))
     chunks = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    rank, world = rank_and_world()
+    rank, world = rank_and_world() if split_ranks else (0, 1)
     return [dataset.collater([dataset[i] for i in chunk]) for chunk in chunks[rank::world]]
 
 
 @torch.no_grad()
 def score_children(model, supernet, children: Sequence[Child], batches: Sequence[dict]) -> List[ChildScore]:
-    """Masked-LM loss and accuracy of each child, summed over all ranks' batches.
+    """Masked-LM loss and accuracy of each child, summed over all ranks' batches,
+    and per sentence (batches carry fairseq's ``id``: sentence i of the slice).
 
     ``model`` is what runs the forward (possibly wrapped), ``supernet`` the
     MagicSupernetModel inside it. Dropout is off while scoring.
@@ -56,25 +67,35 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
     model.eval()
     device = next(supernet.parameters()).device
     pad = supernet.encoder.dictionary.pad()
-    sums = torch.zeros(len(children), 3, dtype=torch.float64, device=device)  # loss, correct, count
+    size = torch.tensor([max([int(b["id"].max()) + 1 for b in batches] or [0])], device=device)
+    if rank_and_world()[1] > 1:
+        torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MAX)
+    sums = torch.zeros(len(children), int(size), 3, dtype=torch.float64, device=device)  # loss, correct, count
     try:
         for i, child in enumerate(children):
             with supernet.child_context(child):
                 for sample in batches:
                     sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-                    masked = sample["target"].ne(pad)
+                    masked = sample["target"].ne(pad)  # (B, T)
                     if not masked.any():
                         continue
                     logits = supernet(**sample["net_input"], masked_tokens=masked)[0].float()
                     target = sample["target"][masked]
-                    sums[i, 0] += torch.nn.functional.cross_entropy(logits, target, reduction="sum").double()
-                    sums[i, 1] += (logits.argmax(-1) == target).sum()
-                    sums[i, 2] += target.numel()
+                    rows = sample["id"][masked.nonzero()[:, 0]]  # the sentence of each masked token
+                    per_token = torch.stack([
+                        torch.nn.functional.cross_entropy(logits, target, reduction="none"),
+                        (logits.argmax(-1) == target).float(),
+                        torch.ones_like(target, dtype=torch.float),
+                    ], dim=1).double()  # (masked tokens, 3)
+                    sums[i].index_add_(0, rows, per_token)
     finally:
         model.train(was_training)
     if rank_and_world()[1] > 1:
         torch.distributed.all_reduce(sums)
-    sums = sums.cpu()
-    return [
-        ChildScore(loss=float(s[0] / max(s[2], 1) / math.log(2)), accuracy=float(s[1] / max(s[2], 1))) for s in sums
-    ]
+    sums = sums.cpu().numpy()
+    scores = []
+    for s in sums:
+        loss, correct, count = s.sum(axis=0)
+        scores.append(ChildScore(loss=float(loss / max(count, 1) / math.log(2)), accuracy=float(correct / max(count, 1)),
+                                 per_sentence=s))
+    return scores

@@ -7,8 +7,10 @@ import torch
 from scipy.stats import chisquare
 
 from conftest import assert_one_error_line, fairseq_train, load_state, read_child_log, train_log
-from fairseq_magic.anchor import Anchor
-from fairseq_magic.criterions.magic_mlm import aligned_layers
+from fairseq_magic.alignment import aligned_layers, masked_mse
+from fairseq_magic.anchor import Anchor, paired_comparison
+from fairseq_magic.errors import MagicError
+from fairseq_magic.scoring import score_children
 from fairseq_magic.samplers import GradualSampler, build_sampler
 from fairseq_magic.space import SearchSpace, SpaceError, hamming
 
@@ -16,7 +18,7 @@ SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
 AT = [
     "--sampler", "gradual", "--gradual-k", "1", "--align-lambda", "0.5", "--align-every", "2",
     "--align-warmup-epochs", "0", "--anchor-eval-interval", "2", "--score-sentences", "16",
-    "--anchor-metric", "loss",
+    "--anchor-metric", "loss", "--anchor-init-children", "6",
 ]
 
 
@@ -62,8 +64,10 @@ def test_gradual_k_out_of_range_is_a_clear_error(k):
 
 
 def test_top_p_anchor_policy():
-    state = {}
-    anchor = Anchor(SPACE, state, seed=0, initial=(0,) * 6)
+    search_state = {}
+    anchor = Anchor(SPACE, search_state, seed=0)
+    anchor.set((0,) * 6)
+    state = search_state["anchor"]
     children = [tuple((i >> (2 * j)) & 3 for j in range(6)) for i in range(1, 10)] + [(0,) * 6]  # anchor last
     scores = list(range(10))  # the anchor scores best (9): top 0%
     assert anchor.choose_top_p(children, scores, p=30, r=10)  # 0% is outside 20..40%: replaced
@@ -73,16 +77,55 @@ def test_top_p_anchor_policy():
     assert state["replacements"] == 1
 
 
-def test_best_anchor_policy_replaces_only_on_improvement():
-    anchor = Anchor(SPACE, {}, seed=0, initial=(0,) * 6)
-    assert not anchor.consider((1,) * 6, 0.30, 0.40)
-    assert anchor.consider((1,) * 6, 0.50, 0.40)
-    assert anchor.child == (1,) * 6 and anchor.score == 0.50
+def test_replacing_the_anchor_needs_an_improvement_beyond_noise():
+    """A paired test on per-sentence scores: the mean improvement must exceed z
+    standard errors; z = 0 is the old rule (any improvement)."""
+    anchor = Anchor(SPACE, {}, seed=0)
+    anchor.set((0,) * 6)
+    rng = np.random.default_rng(0)
+    base = rng.normal(-9.0, 0.5, size=200)  # per-sentence Val of the anchor
+    noise = rng.normal(0.0, 0.05, size=200)
+    noisy = base + noise - noise.mean() + 0.002  # better on average by far less than its noise
+    small = paired_comparison(noisy, base)
+    assert small.diff > 0 and small.diff < 2 * small.se
+    assert not anchor.consider((1,) * 6, small, z=2.0) and anchor.child == (0,) * 6
+    assert anchor.consider((1,) * 6, small, z=0.0) and anchor.child == (1,) * 6  # the old rule chases it
+    clear = paired_comparison(base + 0.05 + rng.normal(0, 0.05, size=200), base)
+    assert clear.diff > 2 * clear.se and anchor.consider((2,) * 6, clear, z=2.0)
+    assert anchor.child == (2,) * 6 and anchor.score == pytest.approx(clear.candidate)
+    worse = paired_comparison(base - 0.05, base)
+    assert not anchor.consider((3,) * 6, worse, z=0.0)
+    assert anchor.state["replacements"] == 2
 
 
-def test_aligned_layers_every_b():
+def test_aligned_layers_every_b_without_the_final_layer():
     assert aligned_layers(26, 4) == [4, 8, 12, 16, 20, 24]
-    assert aligned_layers(12, 4) == [4, 8, 12]
+    assert aligned_layers(12, 4) == [4, 8]  # H_12 is the final layer's output: distillation, not alignment
+    assert aligned_layers(12, 4, final=True) == [4, 8, 12]
+    assert aligned_layers(6, 2) == [2, 4]
+
+
+def test_first_anchor_is_the_best_of_the_scored_children(data_bin, caplog):
+    """When alignment starts, the anchor is the best of --anchor-init-children
+    children scored with the shared weights on the scoring sentences."""
+    from test_model import build
+
+    _, task, model = build(data_bin, *AT, "--anchor-init-children", "7")
+    alignment = task.alignment
+    model.set_child(task.child_for_update(0))
+    assert alignment.anchor_arch is None  # nothing chosen before alignment starts
+    with caplog.at_level("INFO"):
+        alignment.begin_update(model, 0)  # what train_step calls before the update's forward
+    children = alignment.anchor.initial_children(7)
+    assert len(set(children)) == 7
+    scores = [s.loss for s in score_children(model, model, children, task._scoring_batches())]
+    assert alignment.anchor.child == children[int(np.argmin(scores))]
+    assert alignment.anchor.score == pytest.approx(-min(scores))
+    line = next(r.getMessage() for r in caplog.records if "children scored with the shared weights" in r.getMessage())
+    assert "the best of 7 children" in line and f"best loss {min(scores):.4f}" in line
+    assert f"median loss {np.median(scores):.4f}" in line
+    alignment.begin_update(model, 1)  # chosen once: later updates keep it
+    assert alignment.anchor.child == children[int(np.argmin(scores))]
 
 
 def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
@@ -90,7 +133,8 @@ def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
     layers, and duplicating the batch leaves it unchanged."""
     from test_model import batch, build
 
-    cfg, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0")
+    cfg, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0",
+                             "--align-dropout", "train-eval", "--anchor-arch", "FFN,MHA2,CONV3,FFN,CONV5,MHA2")
     criterion = task.build_criterion(cfg.criterion)
     model.train()  # no dropout: the check below recomputes both sides exactly
     tokens = batch(model, batch_size=4, length=16)
@@ -99,10 +143,11 @@ def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
     target[:, 3:7] = tokens[:, 3:7]
     sample = {"net_input": {"src_tokens": tokens}, "target": target, "ntokens": 64, "nsentences": 4}
     model.set_child(task.child_for_update(0))
+    task.alignment.begin_update(model, 0)
     _, sample_size, log = criterion(model, sample)
     per_token = float(log["align_loss"]) / float(sample_size)
     layers = aligned_layers(6, 2)
-    targets = task.alignment_targets(model, tokens, layers)
+    targets = task.alignment.targets(model, tokens)
     _, extra = model(tokens, features_only=True, return_all_hiddens=True)
     keep = tokens.ne(1).t().unsqueeze(-1).float()
     expected = sum(float((((extra["inner_states"][n] - t) ** 2) * keep).sum() / (keep.sum() * 32)) for n, t in zip(layers, targets))
@@ -110,6 +155,69 @@ def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
     doubled = {"net_input": {"src_tokens": tokens.repeat(2, 1)}, "target": target.repeat(2, 1), "ntokens": 128, "nsentences": 8}
     _, size2, log2 = criterion(model, doubled)
     assert float(log2["align_loss"]) / float(size2) == pytest.approx(per_token, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["clean", "train-eval"])
+def test_clean_alignment_measures_representations_not_dropout(data_bin, mode):
+    """With dropout on, a child aligned to itself: the clean term is exactly 0 (the
+    child's aligned states come from a dropout-free forward), the train-eval term is
+    the dropout floor. Against another anchor the clean term is positive and has a
+    gradient on the child's weights."""
+    from test_model import batch, build
+
+    arch = "FFN,MHA2,CONV3,FFN,CONV5,MHA2"
+    for anchor, expect_zero in ((arch, mode == "clean"), ("MHA2,FFN,CONV5,MHA2,CONV3,FFN", False)):
+        cfg, task, model = build(data_bin, *AT, "--dropout", "0.3", "--align-dropout", mode, "--anchor-arch", anchor)
+        criterion = task.build_criterion(cfg.criterion)
+        model.train()
+        tokens = batch(model, batch_size=4, length=16)
+        target = torch.full_like(tokens, model.encoder.dictionary.pad())
+        target[:, 3:7] = tokens[:, 3:7]
+        sample = {"net_input": {"src_tokens": tokens}, "target": target, "ntokens": 64, "nsentences": 4}
+        model.set_child(arch)
+        task.alignment.begin_update(model, 0)
+        loss, _, log = criterion(model, sample)
+        assert (float(log["align_loss"]) == 0.0) == expect_zero, (anchor, float(log["align_loss"]))
+        if anchor != arch and mode == "clean":
+            model.zero_grad()
+            task.alignment.loss(model, tokens, None).backward()
+            ffn = model.layers[0].candidate(model.space.candidate_names.index("FFN"))
+            assert ffn.op.fc1.weight.grad.abs().sum() > 0
+
+
+def test_lambda_schedule(data_bin):
+    from test_model import build
+
+    _, task, _ = build(data_bin, *AT, "--max-update", "100", "--align-lambda-schedule", "linear-decay",
+                       "--align-decay-fraction", "0.25")
+    weights = []
+    for update in (0, 75, 90, 100):
+        task.alignment.update_num = update
+        weights.append(task.alignment.weight)
+    assert weights == pytest.approx([0.5, 0.5, 0.2, 0.0])
+    _, task, _ = build(data_bin, *AT, "--max-update", "100")
+    task.alignment.update_num = 99
+    assert task.alignment.weight == 0.5  # constant: the paper's
+    with pytest.raises(MagicError, match="linear-decay needs --max-update"):
+        build(data_bin, *AT, "--align-lambda-schedule", "linear-decay")
+
+
+def test_alignment_setup_is_logged_and_validation_shows_the_dropout_floor(data_bin, tmp_path):
+    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "4", *AT, "--validate-interval-updates", "4")
+    out = proc.stdout + proc.stderr
+    setup = [line for line in out.splitlines() if "MAGIC-A: lambda 0.5" in line]
+    assert len(setup) == 1 and "aligned layers H_2, H_4 of 6 (not the final layer)" in setup[0]
+    valid = [json.loads(line[line.index("{"):]) for line in out.splitlines() if "| valid |" in line]
+    assert valid and float(valid[-1]["valid_align_floor"]) > 0 and float(valid[-1]["valid_align_gap"]) >= 0
+
+
+def test_interference_during_training_is_logged_and_leaves_training_alone(data_bin, tmp_path):
+    plain = fairseq_train(data_bin, str(tmp_path / "a"), "--max-update", "4")
+    probed = fairseq_train(data_bin, str(tmp_path / "b"), "--max-update", "4", "--interference-interval", "2")
+    records = train_log(probed)
+    assert [r["loss"] for r in records] == [r["loss"] for r in train_log(plain)]
+    cos = [float(r["interference_cos"]) for r in records if r.get("interference_cos") is not None]
+    assert cos and all(-1.0 <= c <= 1.0 for c in cos) and "interference_s" in records[-1]
 
 
 def test_magic_t_training_changes_k_operators_per_update(data_bin, tmp_path):
@@ -125,13 +233,13 @@ def test_magic_t_training_changes_k_operators_per_update(data_bin, tmp_path):
 def test_magic_a_logs_mlm_and_alignment_losses_after_warmup(data_bin, tmp_path):
     proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "8", "--align-lambda", "0.5",
                          "--align-every", "2", "--align-warmup-epochs", "0", "--align-warmup-updates", "4",
-                         "--anchor-eval-interval", "4", "--score-sentences", "16")
+                         "--anchor-eval-interval", "4", "--score-sentences", "16", "--anchor-init-children", "5")
     records = train_log(proc)
     assert all("align_loss" not in r for r in records[:4])
     assert all(float(r["align_loss"]) > 0 and "mlm_loss" in r for r in records[4:])
     out = proc.stdout + proc.stderr
     assert "anchor kept against" in out or "anchor replaced by" in out
-    assert "anchor_eval_s" in records[3]  # the cost of scoring is in the log
+    assert "anchor_eval_s" in records[7]  # the cost of scoring is in the log
 
 
 def test_average_alignment_target(data_bin, tmp_path):
@@ -144,7 +252,10 @@ def test_average_alignment_target(data_bin, tmp_path):
 
 def test_magic_at_resume_is_exact(data_bin, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    at = [*AT, "--lr", "0.005"]  # children part quickly enough for the anchor to change in both halves
+    # children part quickly, the first anchor is weak, any improvement replaces it (the old rule, ablation 2)
+    # and it is checked every update, so that the anchor changes in both halves
+    at = [*AT, "--lr", "0.005", "--anchor-replace-z", "0", "--anchor-eval-interval", "1",
+          "--anchor-arch", "CONV5,CONV5,CONV5,CONV5,CONV5,CONV5"]
     p_full = fairseq_train(data_bin, str(full), "--max-update", "12", "--child-log", str(full / "c.jsonl"), *at)
     fairseq_train(data_bin, str(split), "--max-update", "6", "--child-log", str(split / "c.jsonl"), *at)
     p_res = fairseq_train(data_bin, str(split), "--max-update", "12", "--child-log", str(split / "c.jsonl"), *at)
@@ -176,6 +287,8 @@ def test_magic_at_two_gloo_ranks_agree(data_bin, tmp_path):
     [
         (["--sampler", "gradual", "--gradual-k", "9"], "--gradual-k must be between 1 and the number of layers (6)"),
         (["--align-lambda", "0.5", "--align-every", "7", "--align-warmup-epochs", "0"], "--align-every 7 exceeds the 6 layers"),
+        (["--align-lambda", "0.5", "--align-every", "6"], "--align-every 6 leaves no layer to align below the final one"),
+        (["--align-lambda", "0.5", "--anchor-replace-z", "-1"], "--anchor-init-children and --anchor-replace-z must be >= 0"),
         (["--align-lambda", "0.5", "--anchor-arch", "MHA2,FFN"], "architecture has 2 layers"),
     ],
 )

@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import magic
 from fairseq_magic.errors import MagicError
-from fairseq_magic.rank import correlation
+from fairseq_magic.rank import compare_methods, correlation
 
 
 def test_tau_of_a_list_with_itself_and_its_reverse():
@@ -30,17 +31,45 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
     names = json.loads((children / "children.json").read_text())
     assert len(names) == 4 and len(set(names.values())) == 4
     budget = "--max-update 3 --batch-size 8 --tokens-per-sample 32 --optimizer adam --lr 1e-3 --cpu --num-workers 0"
-    magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget)
+    first = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget)
+    assert "ceiling (valid_loss): unknown, one seed per child" in first.stdout
     truth = json.loads((children / "truth.json").read_text())
     assert sorted(truth) == sorted(names) and all(v["valid_loss"] > 0 for v in truth.values())
-    again = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget)
-    assert "training child" not in again.stdout + again.stderr  # resumable: finished children are skipped
-    proc = magic("rank", "correlate", "--dir", str(children), "--checkpoints", supernet, supernet,
-                 "--labels", "a,b", "--out", str(tmp_path / "table"), "--sentences", "16", "--cpu")
+    # a second seed per child, two at a time: only the new runs train; the truth is the mean
+    second = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget,
+                   "--seeds", "1,2", "--jobs", "2")
+    assert (second.stdout + second.stderr).count("training child") == 4
+    assert "seed 1 from scratch" not in second.stdout + second.stderr
+    truth = json.loads((children / "truth.json").read_text())
+    for record in truth.values():
+        assert sorted(record["valid_loss_by_seed"]) == ["1", "2"]
+        assert record["valid_loss"] == pytest.approx(sum(record["valid_loss_by_seed"].values()) / 2)
+    assert "ceiling (valid_loss): the same 4 children trained with 2 seeds agree with Kendall's tau" in second.stdout
+    again = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget, "--seeds", "1,2")
+    assert "training child" not in again.stdout + again.stderr  # resumable: finished runs are skipped
+    proc = magic("rank", "correlate", "--dir", str(children), "--checkpoints", supernet, supernet, supernet,
+                 "--labels", "a,a,b", "--out", str(tmp_path / "table"), "--sentences", "16", "--cpu")
     result = json.loads((tmp_path / "table" / "rank.json").read_text())
-    assert result["supernets"]["a"]["tau"] == result["supernets"]["b"]["tau"]
-    assert -1 <= result["supernets"]["a"]["tau"] <= 1 and (tmp_path / "table" / "scatter_a.png").exists()
-    assert "Kendall's tau over 4 children" in proc.stdout
+    taus = [row["tau"] for row in result["supernets"]]
+    assert len(taus) == 3 and taus[0] == taus[1] == taus[2] and -1 <= taus[0] <= 1
+    methods = result["methods"]
+    assert methods["a"]["n"] == 2 and methods["a"]["sd"] == 0.0 and methods["b"]["diff"] == 0.0
+    assert result["ceiling"]["seeds"] == 2 and -1 <= result["ceiling"]["tau"] <= 1
+    assert (tmp_path / "table" / "scatter_a_1.png").exists() and (tmp_path / "table" / "scatter_b.png").exists()
+    assert "Kendall's tau over 4 children" in proc.stdout and "ceiling (valid_loss): the same 4 children" in proc.stdout
+
+
+def test_compare_methods_finds_a_better_ranker():
+    """Mean and spread of tau over seeds, and the bootstrap over children says
+    which method ranks better."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=40)
+    good = [truth + rng.normal(scale=0.3, size=40) for _ in range(3)]
+    poor = [truth + rng.normal(scale=3.0, size=40) for _ in range(3)]
+    out = compare_methods({"poor": poor, "good": good}, truth, bootstrap=300)
+    assert out["good"]["n"] == 3 and out["good"]["mean"] > 0.6 > out["poor"]["mean"]
+    assert out["good"]["diff"] > 0.3 and out["good"]["boot_lo"] > 0 and out["good"]["boot_p"] < 0.01
+    assert out["good"]["welch_p"] < 0.05 and out["poor"]["sd"] > 0
 
 
 def test_rank_rejects_a_list_from_another_space(supernet, tmp_path):

@@ -1,49 +1,101 @@
 #!/usr/bin/env bash
 # Table 1 at CPU scale: Kendall's tau of SPOS, MAGIC-T, MAGIC-A and MAGIC-AT
-# super-nets against the same children trained stand-alone.
+# super-nets (several seeds each) against the same children trained stand-alone
+# (several seeds each, whose agreement is the ceiling), plus the MAGIC-AT
+# ablations: each of the alignment's rules switched back to the first
+# implementation, one at a time, and the lambda schedule.
 # Needs the demo's data (bash scripts/setup.sh). Every step is skipped when its
-# output exists; children are trained one by one and a rerun continues.
-#   bash examples/rank/run.sh [--children 20] [--supernet-updates 600] [--child-updates 300]
+# output exists, so a rerun continues where it stopped.
+#   bash examples/rank/run.sh [--children 40] [--child-seeds 1,2] [--supernet-seeds 1,2,3]
+#                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
+#                             [--steps 1,2,3,4] [--out checkpoints/rank]
+# Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
-CHILDREN=20 NET_UPDATES=600 CHILD_UPDATES=300
+CHILDREN=40 CHILD_SEEDS=1,2 NET_SEEDS=1,2,3 NET_UPDATES=2000 CHILD_UPDATES=2000 JOBS=2 ABLATIONS=1 STEPS=1,2,3,4
+OUT=checkpoints/rank
 while [ $# -gt 0 ]; do
     case "$1" in
         --children) CHILDREN=$2; shift 2 ;;
+        --child-seeds) CHILD_SEEDS=$2; shift 2 ;;
+        --supernet-seeds) NET_SEEDS=$2; shift 2 ;;
         --supernet-updates) NET_UPDATES=$2; shift 2 ;;
         --child-updates) CHILD_UPDATES=$2; shift 2 ;;
-        *) echo "usage: $0 [--children M] [--supernet-updates N] [--child-updates N]" >&2; exit 2 ;;
+        --jobs) JOBS=$2; shift 2 ;;
+        --no-ablations) ABLATIONS=0; shift ;;
+        --steps) STEPS=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        *) echo "usage: $0 [--children M] [--child-seeds S,..] [--supernet-seeds S,..] [--supernet-updates N]" \
+                "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 DATA=data/default/bin
 [ -f "$DATA/dict.txt" ] || { echo "fairseq-magic: error: run 'bash scripts/setup.sh' first (no $DATA)" >&2; exit 1; }
-OUT=checkpoints/rank
+step() { [[ ",$STEPS," == *",$1,"* ]]; }
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # JOBS trainings side by side, one thread each
 # A small space: 6 layers of {MHA4, FFN, CONV3, CONV5}, hidden 64, 64 tokens.
-SPACE=(--arch magic_supernet_tiny --supernet-layers 6 --encoder-embed-dim 64 --encoder-ffn-embed-dim 256)
-COMMON=(--tokens-per-sample 64 --batch-size 16 --optimizer adam --adam-betas '(0.9, 0.98)' --weight-decay 0.01
-        --lr 1e-3 --lr-scheduler polynomial_decay --warmup-updates 30 --cpu --num-workers 0 --seed 1
-        --log-format simple --log-interval 100 --no-epoch-checkpoints --validate-interval-updates 1000000)
-ALIGN=(--align-lambda 0.5 --align-every 2 --align-warmup-epochs 0 --align-warmup-updates "$((NET_UPDATES / 3))"
-       --anchor-eval-interval 50 --score-sentences 128 --anchor-metric loss)
-for m in spos magic_t magic_a magic_at; do
-    case $m in
-        spos) EXTRA=(--sampler uniform) ;;
-        magic_t) EXTRA=(--sampler gradual --gradual-k 1) ;;
-        magic_a) EXTRA=(--sampler uniform "${ALIGN[@]}") ;;
-        magic_at) EXTRA=(--sampler gradual --gradual-k 1 "${ALIGN[@]}") ;;
-    esac
-    [ -f "$OUT/$m/done" ] || { fairseq-train "$DATA" --user-dir fairseq_magic --task magic_masked_lm \
-        --criterion magic_mlm "${SPACE[@]}" "${COMMON[@]}" "${EXTRA[@]}" --max-update "$NET_UPDATES" \
-        --total-num-update "$NET_UPDATES" --save-dir "$OUT/$m" && touch "$OUT/$m/done"; }
+SPACE="--arch magic_supernet_tiny --supernet-layers 6 --encoder-embed-dim 64 --encoder-ffn-embed-dim 256"
+COMMON="--tokens-per-sample 64 --batch-size 16 --optimizer adam --adam-betas (0.9,0.98) --weight-decay 0.01 \
+--lr 1e-3 --lr-scheduler polynomial_decay --warmup-updates 30 --cpu --num-workers 0 \
+--log-format simple --log-interval 100 --no-epoch-checkpoints"
+# MAGIC-A: the paper's lambda, aligned at H_2 and H_4 (every 2 layers, not the final H_6), after a warm-up
+# of a third of the run; the first anchor is the best of 100 children, checked every 50 updates on 256
+# sentences by loss.
+ALIGN="--align-lambda 0.5 --align-every 2 --align-warmup-epochs 0 --align-warmup-updates $((NET_UPDATES / 3)) \
+--anchor-eval-interval 50 --score-sentences 256 --anchor-metric loss"
+T="--sampler gradual --gradual-k 1"
+METHODS=("spos|--sampler uniform" "magic_t|$T" "magic_a|--sampler uniform $ALIGN" "magic_at|$T $ALIGN")
+if [ "$ABLATIONS" = 1 ]; then
+    METHODS+=(
+        "at_random_anchor|$T $ALIGN --anchor-init-children 0"   # 1. first anchor: a random child
+        "at_any_margin|$T $ALIGN --anchor-replace-z 0"          # 2. replaced on any improvement
+        "at_train_eval|$T $ALIGN --align-dropout train-eval"    # 3. child's states with dropout
+        "at_final_layer|$T $ALIGN --align-final-layer"          # 4. the final layer aligned too
+        "at_lambda_decay|$T $ALIGN --align-lambda-schedule linear-decay --align-decay-fraction 0.25"
+    )
+fi
+
+supernet() {  # name seed flags...
+    local name=$1 seed=$2; shift 2
+    local dir="$OUT/$name/seed$seed"
+    [ -f "$dir/done" ] && return 0
+    mkdir -p "$dir"
+    # shellcheck disable=SC2068,SC2086
+    fairseq-train "$DATA" --user-dir fairseq_magic --task magic_masked_lm --criterion magic_mlm $SPACE $COMMON \
+        --seed "$seed" --max-update "$NET_UPDATES" --total-num-update "$NET_UPDATES" \
+        --validate-interval-updates "$((NET_UPDATES / 4))" --interference-interval 100 $@ \
+        --save-dir "$dir" > "$dir/train.log" 2>&1 && touch "$dir/done"
+    echo "super-net $name seed $seed: $(grep -c 'anchor replaced' "$dir/train.log" || true) anchor replacements"
+}
+export -f supernet
+export OUT DATA SPACE COMMON NET_UPDATES
+
+# 1. super-nets, JOBS at a time
+step 1 && for seed in ${NET_SEEDS//,/ }; do
+    for m in "${METHODS[@]}"; do printf '%s\0' "${m%%|*} $seed ${m#*|}"; done
+done | xargs -0 -P "$JOBS" -I{} bash -c 'supernet {}'
+
+# 2. the children, trained stand-alone once per child seed
+first_seed=${NET_SEEDS%%,*}
+step 2 && { [ -f "$OUT/children/children.json" ] || fairseq-magic rank sample \
+    --checkpoint "$OUT/spos/seed$first_seed/checkpoint_last.pt" --out "$OUT/children" --children "$CHILDREN" --seed 1
+fairseq-magic rank train --dir "$OUT/children" --data "$DATA" --seeds "$CHILD_SEEDS" --jobs "$JOBS" --train-args \
+    "$COMMON --total-num-update $CHILD_UPDATES --max-update $CHILD_UPDATES --log-interval 500"; }
+
+# 3. Kendall's tau of every super-net; methods compared with SPOS; the ceiling printed beside
+LABELS=() CKPTS=()
+for m in "${METHODS[@]}"; do
+    for seed in ${NET_SEEDS//,/ }; do LABELS+=("${m%%|*}"); CKPTS+=("$OUT/${m%%|*}/seed$seed/checkpoint_last.pt"); done
 done
-[ -f "$OUT/children/children.json" ] || fairseq-magic rank sample --checkpoint "$OUT/spos/checkpoint_last.pt" \
-    --out "$OUT/children" --children "$CHILDREN" --seed 1
-fairseq-magic rank train --dir "$OUT/children" --data "$DATA" --train-args \
-    "--tokens-per-sample 64 --batch-size 16 --optimizer adam --adam-betas '(0.9, 0.98)' --weight-decay 0.01 \
-     --lr 1e-3 --lr-scheduler polynomial_decay --warmup-updates 30 --total-num-update $CHILD_UPDATES \
-     --max-update $CHILD_UPDATES --cpu --num-workers 0 --seed 1 --log-format simple"
-fairseq-magic rank correlate --dir "$OUT/children" --out "$OUT/table1" --labels SPOS,MAGIC-T,MAGIC-A,MAGIC-AT \
-    --checkpoints "$OUT/spos/checkpoint_last.pt" "$OUT/magic_t/checkpoint_last.pt" \
-    "$OUT/magic_a/checkpoint_last.pt" "$OUT/magic_at/checkpoint_last.pt" --sentences 256 --cpu
+step 3 && { mkdir -p "$OUT/table1"; fairseq-magic rank correlate --dir "$OUT/children" --out "$OUT/table1" \
+    --labels "$(IFS=,; echo "${LABELS[*]}")" --checkpoints "${CKPTS[@]}" --sentences 256 --cpu \
+    | tee "$OUT/table1/table.txt"; }
+
+# 4. interference (Fig. 2c): SPOS against the anchor-aligned super-net of the first seed
+step 4 && { mkdir -p "$OUT/interference"; fairseq-magic interference \
+    --checkpoint "$OUT/spos/seed$first_seed/checkpoint_last.pt" --compare "$OUT/magic_a/seed$first_seed/checkpoint_last.pt" \
+    --labels SPOS,MAGIC-A --layers 0,1 --max-m 4 --repeats 10 --sentences 64 --cpu --out "$OUT/interference" \
+    | tee "$OUT/interference/table.txt"; }
+exit 0

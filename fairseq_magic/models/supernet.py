@@ -362,6 +362,17 @@ class MagicSupernetModel(RobertaModel):
         return unused
 
 
+def unwrap(model) -> MagicSupernetModel:
+    """The super-net inside fairseq's distributed wrappers."""
+    while not isinstance(model, MagicSupernetModel) and hasattr(model, "module"):
+        model = model.module
+    if not isinstance(model, MagicSupernetModel):
+        raise MagicError(
+            f"task magic_masked_lm trains a super-net (--arch magic_supernet*), got {type(model).__name__}"
+        )
+    return model
+
+
 def _set_defaults(args, **defaults):
     for name, value in defaults.items():
         setattr(args, name, safe_getattr(args, name, value))

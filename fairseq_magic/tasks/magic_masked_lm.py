@@ -2,10 +2,11 @@
 
 One training step, from ``fairseq-train`` to the loss:
 
-    Trainer.train_step -> MagicMaskedLMTask.train_step    (choose the child)
+    Trainer.train_step -> MagicMaskedLMTask.train_step    (choose the child;
+                                                           MAGIC-A's first anchor)
       -> FairseqTask.train_step -> criterion (criterions/magic_mlm.py)
-         -> alignment_targets()                           (MAGIC-A: anchor's H_n)
          -> MagicSupernetModel.forward                    (only the child runs)
+         -> Alignment.loss (alignment.py)                 (MAGIC-A's term)
     Trainer -> MagicMaskedLMTask.optimizer_step           (others stay frozen;
                                                            the anchor may change)
 
@@ -30,13 +31,13 @@ from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
-from ..anchor import POLICIES, Anchor
+from ..alignment import Alignment, AlignmentConfig
 from ..errors import MagicError
 from ..frozen import hidden_from_optimizer
-from ..models.supernet import MagicSupernetModel, resolve_child
+from ..interference import STREAM_INTERFERENCE, sample_similarity
+from ..models.supernet import MagicSupernetModel, unwrap
 from ..samplers import (
-    SAMPLERS, STREAM_AVERAGE_TARGET, STREAM_GUMBEL, STREAM_SHRINK, build_sampler, count_children, rng_for, uniform_child,
-    validation_children,
+    SAMPLERS, STREAM_GUMBEL, STREAM_SHRINK, build_sampler, count_children, rng_for, uniform_child, validation_children,
 )
 from ..relaxation import (
     ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale,
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class MagicMaskedLMConfig(MaskedLMConfig):
+class MagicMaskedLMConfig(MaskedLMConfig, AlignmentConfig):  # MAGIC-A's options: alignment.py
     sampler: str = field(
         default="uniform",
         metadata={"help": f"how children are sampled for training: {', '.join(sorted(SAMPLERS))} "
@@ -64,32 +65,14 @@ class MagicMaskedLMConfig(MaskedLMConfig):
         metadata={"help": "append one JSON line per training forward (update, child, anchor, weight checksum) "
                   "to this file; ranks other than 0 write FILE.rank<r>"},
     )
-    # MAGIC-A: what to align to and when (the weight of the term is the criterion's --align-lambda)
-    align_target: ChoiceEnum(["anchor", "average"]) = field(
-        default="anchor", metadata={"help": "align to the anchor child, or to the mean H_n of random children (App. A.2)"}
-    )
-    align_avg_children: int = field(default=4, metadata={"help": "children averaged by --align-target average"})
-    align_warmup_epochs: int = field(
-        default=3, metadata={"help": "no alignment during the first N epochs (paper: 3)"}
-    )
-    align_warmup_updates: int = field(default=0, metadata={"help": "no alignment before this many updates"})
-    anchor_policy: ChoiceEnum(list(POLICIES)) = field(
-        default="best", metadata={"help": "best: replace the anchor by a better-validating child; "
-                                  "top-p: the top p%% child of N evaluated at each epoch end"}
-    )
-    anchor_arch: str = field(default="", metadata={"help": "initial anchor (architecture string or JSON file); default: random"})
-    anchor_metric: ChoiceEnum(["accuracy", "loss"]) = field(
-        default="accuracy", metadata={"help": "Val(child): masked-LM accuracy, or negative loss"}
-    )
-    anchor_eval_interval: int = field(
-        default=100, metadata={"help": "best policy: score the trained child against the anchor every N updates"}
-    )
     score_sentences: int = field(default=256, metadata={"help": "validation sentences used to score children"})
     score_batch_size: int = field(default=32, metadata={"help": "batch size when scoring children"})
     score_subset: str = field(default="valid", metadata={"help": "data split used to score children"})
-    anchor_top_p: float = field(default=10.0, metadata={"help": "top-p policy: p (percent)"})
-    anchor_top_r: float = field(default=10.0, metadata={"help": "top-p policy: keep the anchor within p +/- r percent"})
-    anchor_top_children: int = field(default=100, metadata={"help": "top-p policy: children evaluated per epoch"})
+    interference_interval: int = field(
+        default=0, metadata={"help": "every N updates, log interference_cos: the cosine similarity of the gradients "
+                             "two children differing only in layer j+1 put on a shared operator of layer j, on one "
+                             "fixed batch of --score-subset (0 = off)"}
+    )
     # progressive shrinking (Sec. 5.1)
     shrink_per_epoch: int = field(
         default=0, metadata={"help": "progressive shrinking: remove this many (layer, operator) pairs at each "
@@ -128,17 +111,6 @@ class MagicMaskedLMConfig(MaskedLMConfig):
     gdas_tau: float = field(default=1.0, metadata={"help": "gdas: Gumbel-softmax temperature"})
 
 
-def unwrap(model) -> MagicSupernetModel:
-    """The super-net inside fairseq's distributed wrappers."""
-    while not isinstance(model, MagicSupernetModel) and hasattr(model, "module"):
-        model = model.module
-    if not isinstance(model, MagicSupernetModel):
-        raise MagicError(
-            f"task magic_masked_lm trains a super-net (--arch magic_supernet*), got {type(model).__name__}"
-        )
-    return model
-
-
 @register_task("magic_masked_lm", dataclass=MagicMaskedLMConfig)
 class MagicMaskedLMTask(MaskedLMTask):
     cfg: MagicMaskedLMConfig
@@ -156,14 +128,12 @@ class MagicMaskedLMTask(MaskedLMTask):
             raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
         if cfg.valid_children < 1:
             raise MagicError("--valid-children must be at least 1")
-        if min(cfg.align_avg_children, cfg.anchor_eval_interval, cfg.anchor_top_children, cfg.shrink_children) < 1:
-            raise MagicError(
-                "--align-avg-children, --anchor-eval-interval, --anchor-top-children and --shrink-children must be >= 1"
-            )
-        if cfg.shrink_per_epoch < 0:
-            raise MagicError("--shrink-per-epoch must be >= 0")
+        if cfg.shrink_children < 1 or cfg.shrink_per_epoch < 0 or cfg.interference_interval < 0:
+            raise MagicError("--shrink-children must be >= 1, --shrink-per-epoch and --interference-interval >= 0")
         if self.relaxed and cfg.shrink_per_epoch:
             raise MagicError(f"--relaxation {cfg.relaxation} searches by gradient; it does not combine with --shrink-per-epoch")
+        if self.relaxed and cfg.align_lambda > 0:
+            raise MagicError(f"--relaxation {cfg.relaxation} trains no single child to align: drop --align-lambda")
         if cfg.arch_batch_size < 1 or cfg.gdas_tau <= 0 or cfg.arch_warmup_updates < 0:
             raise MagicError("--arch-batch-size must be >= 1, --gdas-tau > 0 and --arch-warmup-updates >= 0")
         self.arch: Optional[ArchitectureWeights] = None
@@ -174,10 +144,10 @@ class MagicMaskedLMTask(MaskedLMTask):
         self.sampler = None
         self._valid_archs: Tuple[object, List[Child]] = (None, [])
         self._current: Optional[Tuple[int, Child]] = None  # (update number, child)
-        self.epoch = 1
-        self.align_lambda = 0.0  # set by the criterion (criterions/magic_mlm.py)
-        self.anchor: Optional[Anchor] = None
+        self.alignment: Optional[Alignment] = None  # MAGIC-A, built with the model
         self._score_batches = None
+        self._probe = None
+        self._probe_pending = False  # the alignment's validation metrics, once per validation
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
@@ -185,8 +155,6 @@ class MagicMaskedLMTask(MaskedLMTask):
         space = self.space = supernet.space
         self.search_state = supernet.search_state  # saved with the model, restored on resume
         self.sampler = build_sampler(self.cfg.sampler, space, self.cfg.seed, gradual_k=self.cfg.gradual_k)
-        if self.cfg.anchor_arch:
-            resolve_child(self.cfg.anchor_arch, space)  # fail before training, not at the first alignment
         if self.relaxed:
             self.arch = ArchitectureWeights(space.num_layers, space.num_candidates, self.cfg.arch_optimizer,
                                             self.cfg.arch_lr, options=space.layer_options)
@@ -202,6 +170,9 @@ class MagicMaskedLMTask(MaskedLMTask):
         logger.info(f"search space: {space.describe()}; sampler: {self.cfg.sampler}")
         for i, child in enumerate(self.valid_archs):
             logger.info(f"validation child {i}: {space.format(child)}")
+        if self.cfg.align_lambda > 0:
+            self.alignment = Alignment(space, self.cfg, self.search_state, self.cfg.seed,
+                                       scoring_batches=self._scoring_batches, probe_batch=self._probe_batch)
         return model
 
     @property
@@ -217,44 +188,22 @@ class MagicMaskedLMTask(MaskedLMTask):
             self._valid_archs = (key, validation_children(self.space, self.cfg.seed, self.cfg.valid_children, self.allowed))
         return self._valid_archs[1]
 
-    def build_criterion(self, cfg, from_checkpoint=False):
-        criterion = super().build_criterion(cfg, from_checkpoint)
-        self.align_lambda = float(getattr(criterion, "align_lambda", 0.0))
-        if self.relaxed and self.align_lambda > 0:
-            raise MagicError(f"--relaxation {self.cfg.relaxation} trains no single child to align: drop --align-lambda")
-        return criterion
-
     @property
     def relaxed(self) -> bool:
         """Gradient-based search (a mixture or GDAS) instead of sampled children."""
         return self.cfg.relaxation != "none"
 
-    @property
-    def uses_anchor(self) -> bool:
-        return self.align_lambda > 0 and self.cfg.align_target == "anchor"
-
-    def get_anchor(self) -> Anchor:
-        # re-bound when a checkpoint load has replaced the search state under it
-        if self.anchor is None or self.anchor.state is not self.search_state.get("anchor"):
-            initial = resolve_child(self.cfg.anchor_arch, self.space) if self.cfg.anchor_arch else None
-            self.anchor = Anchor(self.space, self.search_state.setdefault("anchor", {}), self.cfg.seed, initial)
-            logger.info(f"anchor: {self.space.format(self.anchor.child)} ({self.cfg.anchor_policy} policy)")
-        return self.anchor
-
     # ------------------------------------------------------------ training
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
-        self.epoch = epoch
         if self.relaxed and epoch > 1:  # validation may be off
             self._log_architecture(epoch - 1, validation=False)
         # Both run once per epoch end, and not again when a run resumes inside an epoch.
         if self.cfg.shrink_per_epoch > 0 and epoch > 1 and self.search_state.get("shrink_epoch") != epoch:
             self._shrink(model, epoch)
             self.search_state["shrink_epoch"] = epoch
-        if self.uses_anchor and self.cfg.anchor_policy == "top-p" and epoch > 1:
-            if self.search_state.get("top_p_epoch") != epoch:  # once per epoch end, also across a resume
-                self._choose_top_p_anchor(model, epoch)
-                self.search_state["top_p_epoch"] = epoch
+        if self.alignment is not None:
+            self.alignment.begin_epoch(epoch, model)
 
     def child_for_update(self, update_num: int) -> Child:
         """The child trained at ``update_num``; the same for all its micro-batches."""
@@ -273,6 +222,8 @@ class MagicMaskedLMTask(MaskedLMTask):
         if self.relaxed:
             return self._relaxed_train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         child = unwrap(model).set_child(self.child_for_update(update_num))
+        if self.alignment is not None:
+            self.alignment.begin_update(model, update_num)
         if self.cfg.child_log:
             self._log_child(update_num, child, unwrap(model))
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
@@ -285,12 +236,22 @@ class MagicMaskedLMTask(MaskedLMTask):
                 self._arch_step(model, self._arch_grad, self._arch_tokens)
             metrics.log_scalar("arch_entropy", self.arch.entropy(), weight=0, round=4)
             return
-        if (
-            self.uses_anchor
-            and self.cfg.anchor_policy == "best"
-            and (update_num + 1) % self.cfg.anchor_eval_interval == 0
-        ):
-            self._consider_for_anchor(model, self.child_for_update(update_num))
+        if self.alignment is not None:
+            self.alignment.end_update(model, update_num, self.child_for_update(update_num))
+        if self.cfg.interference_interval and (update_num + 1) % self.cfg.interference_interval == 0:
+            self._log_interference(model, update_num)
+
+    def _log_interference(self, model, update_num: int) -> None:
+        """One sample of the interference instrument (interference.py) on the probe
+        batch: the same on every rank, and the weights are not touched."""
+        start = time.perf_counter()
+        rng = rng_for(self.cfg.seed, STREAM_INTERFERENCE, 1_000_000 + update_num)
+        batch = self._probe_batch()
+        device = next(unwrap(model).parameters()).device
+        _, cosine = sample_similarity(unwrap(model), [utils.apply_to_sample(lambda t: t.to(device), batch)],
+                                      rng, self.allowed)
+        metrics.log_scalar("interference_cos", cosine, weight=0, round=4)
+        metrics.log_scalar("interference_s", time.perf_counter() - start, weight=0, round=3)
 
     # ------------------------------------------------------------ gradient-based search
     def mixture(self, update_num: int, phase: int, grad: bool):
@@ -363,6 +324,7 @@ class MagicMaskedLMTask(MaskedLMTask):
 
     def begin_valid_epoch(self, epoch, model):
         super().begin_valid_epoch(epoch, model)
+        self._probe_pending = True
         if self.relaxed:
             self._log_architecture(epoch)
 
@@ -373,73 +335,21 @@ class MagicMaskedLMTask(MaskedLMTask):
             when = f" after {self._arch_update + 1} updates" if self._arch_update >= 0 else ""
             logger.info(f"architecture in epoch {epoch}{when}: {self.arch_summary()}")
 
-    # ------------------------------------------------------------ MAGIC-A
-    def alignment_active(self, update_num: int) -> bool:
-        return (
-            self.align_lambda > 0
-            and self.epoch > self.cfg.align_warmup_epochs
-            and update_num >= self.cfg.align_warmup_updates
-        )
-
-    @torch.no_grad()
-    def alignment_targets(self, model, src_tokens: torch.Tensor, layers: List[int]) -> List[torch.Tensor]:
-        """Detached H_n (n in ``layers``) of the anchor, or the mean over random children.
-
-        Computed without dropout and without building a graph; the training
-        child is restored afterwards."""
-        supernet = unwrap(model)
-        update_num = self._current[0] if self._current else 0
-        if self.cfg.align_target == "anchor":
-            targets = [self.get_anchor().child]
-        else:
-            rng = rng_for(self.cfg.seed, STREAM_AVERAGE_TARGET, update_num)
-            targets = [uniform_child(self.space, rng, self.allowed) for _ in range(self.cfg.align_avg_children)]
-        was_training = supernet.training
-        supernet.eval()
-        try:
-            total = None
-            for child in targets:
-                with supernet.child_context(child):
-                    states = supernet.hidden_states(src_tokens, upto=max(layers))
-                picked = [states[n] for n in layers]
-                total = picked if total is None else [t + s for t, s in zip(total, picked)]
-        finally:
-            supernet.train(was_training)
-        return [t / len(targets) for t in total]
-
+    # ------------------------------------------------------------ scoring children
     def _scoring_batches(self):
+        """This rank's share of the first --score-sentences sentences of --score-subset."""
         if self._score_batches is None:
             self._score_batches = validation_batches(
                 self, self.cfg.score_subset, self.cfg.score_sentences, self.cfg.score_batch_size
             )
         return self._score_batches
 
-    def _consider_for_anchor(self, model, candidate: Child) -> None:
-        anchor = self.get_anchor()
-        start = time.perf_counter()
-        children = [candidate, anchor.child]
-        scores = [s.value(self.cfg.anchor_metric) for s in score_children(model, unwrap(model), children, self._scoring_batches())]
-        replaced = anchor.consider(candidate, scores[0], scores[1])
-        elapsed = time.perf_counter() - start
-        metrics.log_scalar("anchor_score", anchor.score, weight=0, round=4)
-        metrics.log_scalar("anchor_eval_s", elapsed, weight=0, round=3)
-        logger.info(
-            f"anchor {'replaced by' if replaced else 'kept against'} {self.space.format(candidate)}: "
-            f"{self.cfg.anchor_metric} {scores[0]:.4f} vs anchor {scores[1]:.4f}; "
-            f"scored 2 children on {self.cfg.score_sentences} sentences in {elapsed:.2f}s"
-        )
-
-    def _choose_top_p_anchor(self, model, epoch: int) -> None:
-        anchor = self.get_anchor()
-        start = time.perf_counter()
-        children = anchor.top_p_children(epoch, self.cfg.anchor_top_children, self.allowed)
-        scores = [s.value(self.cfg.anchor_metric) for s in score_children(model, unwrap(model), children, self._scoring_batches())]
-        changed = anchor.choose_top_p(children, scores, self.cfg.anchor_top_p, self.cfg.anchor_top_r)
-        logger.info(
-            f"anchor {'now' if changed else 'kept'} {self.space.format(anchor.child)} at the top "
-            f"{anchor.state['percentile']:.1f}% of {len(children)} children "
-            f"(p={self.cfg.anchor_top_p} +/- {self.cfg.anchor_top_r}); scored in {time.perf_counter() - start:.2f}s"
-        )
+    def _probe_batch(self):
+        """The first --score-batch-size sentences of --score-subset, the same on every rank."""
+        if self._probe is None:
+            self._probe = validation_batches(self, self.cfg.score_subset, self.cfg.score_batch_size,
+                                             self.cfg.score_batch_size, split_ranks=False)[0]
+        return self._probe
 
     def _shrink(self, model, epoch: int) -> None:
         """Progressive shrinking at the end of epoch ``epoch - 1`` (see shrinking.py)."""
@@ -465,8 +375,8 @@ class MagicMaskedLMTask(MaskedLMTask):
                     f"{remaining} {'child' if remaining == 1 else 'children'} left")
         if is_single_child(allowed):
             logger.info(f"shrink: one child left: {self.space.format([options[0] for options in allowed])}")
-        if self.uses_anchor and self.get_anchor().restrict(allowed, epoch):
-            logger.info(f"anchor re-drawn inside the shrunk space: {self.space.format(self.anchor.child)}")
+        if self.alignment is not None:
+            self.alignment.restrict(model, epoch)
 
     def _log_child(self, update_num: int, child: Optional[Child], supernet: MagicSupernetModel) -> None:
         """One line per training forward: the child (or, under a relaxation, theta
@@ -476,8 +386,8 @@ class MagicMaskedLMTask(MaskedLMTask):
         record = {"update": update_num, "rank": rank}
         if child is not None:
             record["child"] = self.space.format(child)
-        if self.uses_anchor:
-            record["anchor"] = self.space.format(self.get_anchor().child)
+        if self.alignment is not None and self.alignment.anchor_arch:
+            record["anchor"] = self.alignment.anchor_arch
         if self.relaxed:
             record["argmax"] = self.space.format(self.arch.argmax())
             record["theta"] = self.arch.theta().detach().tolist()
@@ -493,6 +403,10 @@ class MagicMaskedLMTask(MaskedLMTask):
         if self.relaxed:
             return self._relaxed_valid_step(sample, model, criterion)
         supernet = unwrap(model)
+        if self._probe_pending and self.alignment is not None:
+            self._probe_pending = False
+            for key, value in self.alignment.validation_metrics(model, self.valid_archs).items():
+                metrics.log_scalar(key, value, weight=0, round=4)
         model.eval()
         total, logging_output = 0.0, {}
         with torch.no_grad():

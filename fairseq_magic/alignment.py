@@ -1,0 +1,384 @@
+"""MAGIC-A: the hidden states of every trained child aligned to an anchor child
+(Sec. 4, Eq. 1-2; App. A.2 for the average target):
+
+    L = L_mlm + lambda_t * sum_{n in aligned layers} MSE(H_n(anchor), H_n(child))
+
+This module owns MAGIC-A: lambda and its schedule, which layers are aligned,
+the warm-up, the anchor and its policy (``anchor.py`` keeps the anchor's state
+and rules), the anchor's targets and the term itself. The task calls its hooks
+(``begin_epoch``, ``begin_update``, ``end_update``, ``restrict``,
+``validation_metrics``); the criterion asks for the term (``loss``) and its
+weight (``weight``).
+
+What the paper leaves open, and what is done here:
+
+* Aligned layers: the outputs of every b-th layer, H_b, H_2b, ..., never the
+  final layer unless ``--align-final-layer``: aligning the last layer is
+  distillation on the final layer, which the paper says MAGIC-A is not.
+* Dropout (``--align-dropout``). The anchor's H_n are always targets without a
+  graph. ``clean`` (default): the child's aligned H_n come from a second,
+  dropout-free forward of its layers up to the last aligned one, so the term
+  measures how far the child's representations are from the anchor's, not
+  dropout noise; the masked-LM loss still comes from the ordinary forward with
+  dropout. ``train-eval`` (the first implementation): the child's H_n are taken
+  from its training forward (dropout on), the anchor's in eval mode; the MSE
+  then carries a dropout floor that no alignment can remove. ``train-train``:
+  both with dropout (independent masks). At each validation the floor
+  (the anchor's H_n with and without dropout, ``align_floor``) and the
+  dropout-free distance of the validation children to the anchor
+  (``align_gap``) are logged, on one fixed probe batch.
+* The first anchor: the best of ``--anchor-init-children`` children scored
+  with the shared weights on the scoring sentences when alignment starts.
+* Replacement (``best`` policy): a paired test on per-sentence scores; the
+  trained child must be better by more than ``--anchor-replace-z`` standard
+  errors.
+"""
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.logging import metrics
+from omegaconf import II
+
+from .anchor import POLICIES, Anchor, paired_comparison
+from .errors import MagicError
+from .models.supernet import resolve_child, unwrap
+from .samplers import STREAM_AVERAGE_TARGET, rng_for, uniform_child
+from .scoring import score_children
+from .space import Child, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+DROPOUT_MODES = ("clean", "train-eval", "train-train")
+SCHEDULES = ("constant", "linear-decay")
+
+
+@dataclass
+class AlignmentConfig(FairseqDataclass):
+    align_lambda: float = field(
+        default=0.0, metadata={"help": "MAGIC-A: weight of the alignment term (paper: 0.5; 0 = off)"}
+    )
+    align_every: int = field(
+        default=4, metadata={"help": "MAGIC-A: align the outputs of every b-th layer (paper: 4)"}
+    )
+    align_final_layer: bool = field(
+        default=False, metadata={"help": "MAGIC-A: also align the final layer's output (distillation; off in the paper)"}
+    )
+    align_dropout: ChoiceEnum(list(DROPOUT_MODES)) = field(
+        default="clean",
+        metadata={"help": "MAGIC-A: clean: the child's aligned states from a dropout-free forward; train-eval: from "
+                  "its training forward (dropout), the anchor's without; train-train: both with dropout"},
+    )
+    align_lambda_schedule: ChoiceEnum(list(SCHEDULES)) = field(
+        default="constant",
+        metadata={"help": "MAGIC-A: constant lambda (paper), or linear-decay to 0 over the last "
+                  "--align-decay-fraction of --max-update"},
+    )
+    align_decay_fraction: float = field(
+        default=0.25, metadata={"help": "MAGIC-A: linear-decay: the final fraction of training over which lambda falls to 0"}
+    )
+    align_warmup_epochs: int = field(
+        default=3, metadata={"help": "MAGIC-A: no alignment during the first N epochs (paper: 3)"}
+    )
+    align_warmup_updates: int = field(default=0, metadata={"help": "MAGIC-A: no alignment before this many updates"})
+    align_target: ChoiceEnum(["anchor", "average"]) = field(
+        default="anchor", metadata={"help": "align to the anchor child, or to the mean H_n of random children (App. A.2)"}
+    )
+    align_avg_children: int = field(default=4, metadata={"help": "children averaged by --align-target average"})
+    anchor_policy: ChoiceEnum(list(POLICIES)) = field(
+        default="best", metadata={"help": "best: replace the anchor by a better-validating child; "
+                                  "top-p: the top p%% child of N evaluated at each epoch end"}
+    )
+    anchor_arch: str = field(
+        default="", metadata={"help": "first anchor (architecture string or JSON file); default: the best of "
+                              "--anchor-init-children scored children"}
+    )
+    anchor_init_children: int = field(
+        default=100, metadata={"help": "children scored when alignment starts; the best becomes the first anchor "
+                               "(top-p policy: the one at the top p%%); 0: a seeded random child"}
+    )
+    anchor_metric: ChoiceEnum(["accuracy", "loss"]) = field(
+        default="accuracy", metadata={"help": "Val(child): masked-LM accuracy (paper), or negative loss"}
+    )
+    anchor_eval_interval: int = field(
+        default=100, metadata={"help": "best policy: score the trained child against the anchor every N updates"}
+    )
+    anchor_replace_z: float = field(
+        default=2.0, metadata={"help": "best policy: the child replaces the anchor when its per-sentence improvement "
+                               "exceeds z standard errors (paired test on the same sentences; 0: any improvement)"}
+    )
+    anchor_top_p: float = field(default=10.0, metadata={"help": "top-p policy: p (percent)"})
+    anchor_top_r: float = field(default=10.0, metadata={"help": "top-p policy: keep the anchor within p +/- r percent"})
+    anchor_top_children: int = field(default=100, metadata={"help": "top-p policy: children evaluated per epoch"})
+    max_update: int = II("optimization.max_update")
+
+
+def aligned_layers(num_layers: int, every: int, final: bool = False) -> List[int]:
+    """Indices n of H_n taken for alignment: the end of every ``every`` layers,
+    without the final layer's output H_N unless ``final``."""
+    return [n for n in range(every, num_layers + 1, every) if final or n < num_layers]
+
+
+def masked_mse(states: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    """sum_n MSE(H_n, target_n), each a mean over non-padding tokens and channels.
+    ``states``/``targets``: (T, B, C) each; ``keep``: (T, B, 1), 1 at real tokens."""
+    denom = keep.sum() * states[0].size(-1)
+    return sum((((s.float() - t.float()) ** 2) * keep).sum() / denom for s, t in zip(states, targets))
+
+
+def _wrapped_in_ddp(model) -> bool:
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            return True
+        if not hasattr(model, "module"):
+            return False
+        model = model.module
+
+
+class Alignment:
+    """MAGIC-A for one training run. ``scoring_batches()`` gives this rank's share of
+    the scoring sentences, ``probe_batch()`` one fixed batch that is the same on every rank."""
+
+    def __init__(self, space: SearchSpace, cfg: AlignmentConfig, search_state: Dict, seed: int,
+                 scoring_batches: Callable[[], List[dict]], probe_batch: Callable[[], dict]):
+        if cfg.align_lambda <= 0:
+            raise MagicError("MAGIC-A needs --align-lambda > 0")
+        if cfg.align_every < 1:
+            raise MagicError("--align-every must be >= 1")
+        if min(cfg.align_avg_children, cfg.anchor_eval_interval, cfg.anchor_top_children) < 1:
+            raise MagicError("--align-avg-children, --anchor-eval-interval and --anchor-top-children must be >= 1")
+        if cfg.anchor_init_children < 0 or cfg.anchor_replace_z < 0:
+            raise MagicError("--anchor-init-children and --anchor-replace-z must be >= 0")
+        self.layers = aligned_layers(space.num_layers, cfg.align_every, cfg.align_final_layer)
+        if not self.layers:
+            raise MagicError(
+                f"--align-every {cfg.align_every} leaves no layer to align below the final one of the "
+                f"{space.num_layers} layers" + ("" if cfg.align_every < space.num_layers else
+                                                f" (--align-every {cfg.align_every} exceeds the {space.num_layers} layers)")
+            )
+        if cfg.align_lambda_schedule == "linear-decay":
+            if not cfg.max_update:
+                raise MagicError("--align-lambda-schedule linear-decay needs --max-update")
+            if not 0 < cfg.align_decay_fraction <= 1:
+                raise MagicError("--align-decay-fraction must be in (0, 1]")
+        self.space, self.cfg, self.search_state, self.seed = space, cfg, search_state, seed
+        self.anchor = Anchor(space, search_state, seed) if cfg.align_target == "anchor" else None
+        self.given = resolve_child(cfg.anchor_arch, space) if cfg.anchor_arch else None  # fails before training
+        self._scoring_batches, self._probe_batch = scoring_batches, probe_batch
+        self.epoch, self.update_num = 1, 0
+        logger.info(self.describe())
+
+    # ------------------------------------------------------------ what and when
+    def describe(self) -> str:
+        cfg = self.cfg
+        schedule = ("constant" if cfg.align_lambda_schedule == "constant" else
+                    f"falling linearly to 0 over the last {cfg.align_decay_fraction:.0%} of {cfg.max_update} updates")
+        layers = ", ".join(f"H_{n}" for n in self.layers)
+        final = "the final layer too" if cfg.align_final_layer else "not the final layer"
+        if self.anchor is None:
+            target = f"the mean of {cfg.align_avg_children} random children"
+        else:
+            first = (f"{self.space.format(self.given)}" if self.given is not None else
+                     f"the best of {cfg.anchor_init_children} scored children" if cfg.anchor_init_children else
+                     "a random child")
+            rule = (f"replaced by a trained child better by > {cfg.anchor_replace_z:g} standard errors, checked every "
+                    f"{cfg.anchor_eval_interval} updates" if cfg.anchor_policy == "best" else
+                    f"top {cfg.anchor_top_p:g} +/- {cfg.anchor_top_r:g}% of {cfg.anchor_top_children} children at epoch ends")
+            target = f"anchor (first: {first}; {rule}; by {cfg.anchor_metric})"
+        return (f"MAGIC-A: lambda {cfg.align_lambda:g} ({schedule}); aligned layers {layers} of {self.space.num_layers} "
+                f"({final}); dropout: {cfg.align_dropout}; from epoch {cfg.align_warmup_epochs + 1}, update "
+                f"{cfg.align_warmup_updates}; target: {target}")
+
+    @property
+    def allowed(self):
+        return self.search_state.get("allowed")
+
+    @property
+    def active(self) -> bool:
+        """Whether the current update adds the alignment term."""
+        return self.epoch > self.cfg.align_warmup_epochs and self.update_num >= self.cfg.align_warmup_updates
+
+    @property
+    def weight(self) -> float:
+        """lambda at the current update."""
+        cfg = self.cfg
+        if cfg.align_lambda_schedule == "constant":
+            return cfg.align_lambda
+        span = cfg.align_decay_fraction * cfg.max_update
+        return cfg.align_lambda * min(1.0, max(0.0, (cfg.max_update - self.update_num) / span))
+
+    @property
+    def uses_training_states(self) -> bool:
+        """Whether the criterion's training forward must return every H_n."""
+        return self.cfg.align_dropout != "clean"
+
+    @property
+    def anchor_arch(self) -> Optional[str]:
+        return self.anchor.state["arch"] if self.anchor is not None and self.anchor.chosen else None
+
+    # ------------------------------------------------------------ hooks the task calls
+    def begin_epoch(self, epoch: int, model) -> None:
+        self.epoch = epoch
+        if (self.anchor is not None and self.cfg.anchor_policy == "top-p" and epoch > 1 and self.anchor.chosen
+                and self.search_state.get("top_p_epoch") != epoch):  # once per epoch end, also across a resume
+            self._choose_top_p(model, epoch)
+            self.search_state["top_p_epoch"] = epoch
+
+    def begin_update(self, model, update_num: int) -> None:
+        """Before the update's first forward: the first anchor, when alignment starts."""
+        self.update_num = update_num
+        if not self.active:
+            return
+        if self.cfg.align_dropout == "clean" and _wrapped_in_ddp(model):
+            raise MagicError("--align-dropout clean runs a second forward of the child, which torch's "
+                             "DistributedDataParallel does not allow: use --ddp-backend legacy_ddp")
+        if self.anchor is not None and not self.anchor.chosen:
+            self._choose_first(model)
+
+    def end_update(self, model, update_num: int, child: Child) -> None:
+        """After the weights' step: the ``best`` policy's comparison, every interval."""
+        if (self.anchor is not None and self.active and self.cfg.anchor_policy == "best"
+                and (update_num + 1) % self.cfg.anchor_eval_interval == 0):
+            self._consider(model, child)
+
+    def restrict(self, model, epoch: int) -> None:
+        """After progressive shrinking: an anchor outside the shrunk space is chosen again inside it."""
+        if self.anchor is None or not self.anchor.chosen or not self.anchor.restrict(self.allowed, epoch):
+            return
+        if self.cfg.anchor_init_children and self.given is None:
+            self._choose_first(model, key=epoch)
+        logger.info(f"anchor chosen again inside the shrunk space: {self.space.format(self.anchor.child)}")
+
+    # ------------------------------------------------------------ the term
+    def loss(self, model, src_tokens: torch.Tensor, inner_states: Optional[Sequence[torch.Tensor]]) -> torch.Tensor:
+        """sum_n MSE(H_n(child), H_n(target)) over the aligned layers, for the child
+        that is running; ``inner_states``: its training forward's H_0..H_N."""
+        supernet = unwrap(model)
+        targets = self.targets(supernet, src_tokens, dropout=self.cfg.align_dropout == "train-train")
+        if self.cfg.align_dropout == "clean":
+            with _mode(supernet, training=False):  # dropout off; the graph is kept
+                states = supernet.hidden_states(src_tokens, upto=max(self.layers))
+        else:
+            states = inner_states
+        return masked_mse([states[n] for n in self.layers], targets, self._keep(supernet, src_tokens))
+
+    @torch.no_grad()
+    def targets(self, supernet, src_tokens: torch.Tensor, dropout: bool = False) -> List[torch.Tensor]:
+        """Detached H_n (n aligned) of the anchor, or the mean over random children
+        (seeded by the update); ``dropout``: computed in train mode."""
+        if self.anchor is not None:
+            children = [self.anchor.child]
+        else:
+            rng = rng_for(self.seed, STREAM_AVERAGE_TARGET, self.update_num)
+            children = [uniform_child(self.space, rng, self.allowed) for _ in range(self.cfg.align_avg_children)]
+        total = None
+        with _mode(supernet, training=dropout):
+            for child in children:
+                with supernet.child_context(child):
+                    states = supernet.hidden_states(src_tokens, upto=max(self.layers))
+                picked = [states[n] for n in self.layers]
+                total = picked if total is None else [t + s for t, s in zip(total, picked)]
+        return [t / len(children) for t in total]
+
+    @staticmethod
+    def _keep(supernet, src_tokens: torch.Tensor) -> torch.Tensor:
+        return src_tokens.ne(supernet.encoder.dictionary.pad()).t().unsqueeze(-1).float()  # (T, B, 1)
+
+    # ------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validation_metrics(self, model, children: Sequence[Child]) -> Dict[str, float]:
+        """On the probe batch: ``align_floor``, the MSE between the target's H_n with and
+        without dropout (what dropout alone adds to a train-mode alignment loss), and
+        ``align_gap``, the dropout-free MSE of ``children`` to the target."""
+        if self.anchor is not None and not self.anchor.chosen:
+            return {}
+        supernet = unwrap(model)
+        device = next(supernet.parameters()).device
+        tokens = self._probe_batch()["net_input"]["src_tokens"].to(device)
+        keep = self._keep(supernet, tokens)
+        clean = self.targets(supernet, tokens)
+        floor = masked_mse(self.targets(supernet, tokens, dropout=True), clean, keep)
+        gaps = []
+        with _mode(supernet, training=False):
+            for child in children:
+                with supernet.child_context(child):
+                    states = supernet.hidden_states(tokens, upto=max(self.layers))
+                gaps.append(float(masked_mse([states[n] for n in self.layers], clean, keep)))
+        return {"align_floor": float(floor), "align_gap": float(np.mean(gaps))}
+
+    # ------------------------------------------------------------ the anchor's decisions
+    def _score(self, model, children: Sequence[Child]):
+        return score_children(model, unwrap(model), children, self._scoring_batches())
+
+    def _fmt(self, value: float) -> str:
+        """A Val score (higher is better) in the metric's own units."""
+        return f"loss {-value:.4f}" if self.cfg.anchor_metric == "loss" else f"accuracy {value:.4f}"
+
+    def _choose_first(self, model, key: int = 0) -> None:
+        if self.given is not None:
+            self.anchor.set(self.given)
+            logger.info(f"anchor: {self.space.format(self.given)} (given by --anchor-arch)")
+            return
+        if not self.cfg.anchor_init_children:
+            self.anchor.set(self.anchor.random_child(self.allowed, key))
+            logger.info(f"anchor: {self.anchor.state['arch']} (a random child: --anchor-init-children 0)")
+            return
+        start = time.perf_counter()
+        children = self.anchor.initial_children(self.cfg.anchor_init_children, self.allowed, key)
+        scores = [s.value(self.cfg.anchor_metric) for s in self._score(model, children)]
+        chosen = self.anchor.choose_initial(children, scores, self.cfg.anchor_policy, self.cfg.anchor_top_p)
+        where = "the best" if self.cfg.anchor_policy == "best" else f"the one ranked at {self.cfg.anchor_top_p:g}%"
+        logger.info(
+            f"anchor: {self.space.format(children[chosen])}, {where} of {len(children)} children scored with the "
+            f"shared weights at update {self.update_num} ({self._fmt(scores[chosen])}; best {self._fmt(max(scores))}, "
+            f"median {self._fmt(float(np.median(scores)))}) in {time.perf_counter() - start:.2f}s"
+        )
+
+    def _consider(self, model, candidate: Child) -> None:
+        start = time.perf_counter()
+        cand, anchor = self._score(model, [candidate, self.anchor.child])
+        metric = self.cfg.anchor_metric
+        comparison = paired_comparison(cand.sentence_values(metric), anchor.sentence_values(metric))
+        previous = self.space.format(self.anchor.child)
+        replaced = self.anchor.consider(candidate, comparison, self.cfg.anchor_replace_z)
+        elapsed = time.perf_counter() - start
+        metrics.log_scalar("anchor_score", self.anchor.score, weight=0, round=4)
+        metrics.log_scalar("anchor_eval_s", elapsed, weight=0, round=3)
+        z = comparison.diff / comparison.se if comparison.se > 0 else math.copysign(math.inf, comparison.diff)
+        logger.info(
+            f"anchor {'replaced by' if replaced else 'kept against'} {self.space.format(candidate)} at update "
+            f"{self.update_num + 1}: {self._fmt(comparison.candidate)} vs anchor {previous} {self._fmt(comparison.anchor)} "
+            f"on {comparison.sentences} sentences; improvement {comparison.diff:+.4f} +/- {comparison.se:.4f} "
+            f"({z:+.1f} standard errors, {'>' if replaced else 'not >'} {self.cfg.anchor_replace_z:g}); {elapsed:.2f}s"
+        )
+
+    def _choose_top_p(self, model, epoch: int) -> None:
+        start = time.perf_counter()
+        children = self.anchor.top_p_children(epoch, self.cfg.anchor_top_children, self.allowed)
+        scores = [s.value(self.cfg.anchor_metric) for s in self._score(model, children)]
+        changed = self.anchor.choose_top_p(children, scores, self.cfg.anchor_top_p, self.cfg.anchor_top_r)
+        logger.info(
+            f"anchor {'now' if changed else 'kept'} {self.space.format(self.anchor.child)} at the top "
+            f"{self.anchor.state['percentile']:.1f}% of {len(children)} children "
+            f"(p={self.cfg.anchor_top_p} +/- {self.cfg.anchor_top_r}); scored in {time.perf_counter() - start:.2f}s"
+        )
+
+
+class _mode:
+    """Put a module in train or eval mode inside a ``with`` block, then restore it."""
+
+    def __init__(self, module: torch.nn.Module, training: bool):
+        self.module, self.training = module, training
+
+    def __enter__(self):
+        self.was = self.module.training
+        self.module.train(self.training)
+
+    def __exit__(self, *exc):
+        self.module.train(self.was)
