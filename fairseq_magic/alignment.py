@@ -159,7 +159,7 @@ class Alignment:
         if not self.layers:
             raise MagicError(
                 f"--align-every {cfg.align_every} leaves no layer to align below the final one of the "
-                f"{space.num_layers} layers" + ("" if cfg.align_every < space.num_layers else
+                f"{space.num_layers} layers" + ("" if cfg.align_every <= space.num_layers else
                                                 f" (--align-every {cfg.align_every} exceeds the {space.num_layers} layers)")
             )
         if cfg.align_lambda_schedule == "linear-decay":

@@ -271,6 +271,17 @@ def test_magic_at_resume_is_exact(data_bin, tmp_path):
     assert a["search_state"].numel() > 0
 
 
+def test_first_anchor_chosen_after_a_resume_is_the_uninterrupted_runs(data_bin, tmp_path):
+    at = [*AT, "--align-warmup-updates", "4"]  # alignment (and the first anchor's choice) starts after the stop
+    full, split = tmp_path / "full", tmp_path / "split"
+    fairseq_train(data_bin, str(full), "--max-update", "6", "--child-log", str(full / "c.jsonl"), *at)
+    fairseq_train(data_bin, str(split), "--max-update", "3", "--child-log", str(split / "c.jsonl"), *at)
+    p_res = fairseq_train(data_bin, str(split), "--max-update", "6", "--child-log", str(split / "c.jsonl"), *at)
+    log_full, log_split = read_child_log(str(full / "c.jsonl")), read_child_log(str(split / "c.jsonl"))
+    assert log_full == log_split and "anchor" not in log_full[3] and "anchor" in log_full[4]
+    assert "the best of 6 children scored with the shared weights at update 4" in p_res.stdout + p_res.stderr
+
+
 def test_magic_at_two_gloo_ranks_agree(data_bin, tmp_path):
     from test_train import launch_ranks
 

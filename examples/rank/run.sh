@@ -72,10 +72,9 @@ supernet() {  # name seed flags...
 export -f supernet
 export OUT DATA SPACE COMMON NET_UPDATES
 
-# 1. super-nets, JOBS at a time
-step 1 && for seed in ${NET_SEEDS//,/ }; do
-    for m in "${METHODS[@]}"; do printf '%s\0' "${m%%|*} $seed ${m#*|}"; done
-done | xargs -0 -P "$JOBS" -I{} bash -c 'supernet {}'
+# 1. super-nets, JOBS at a time: the four methods' seeds first, then the ablations'
+queue() { for seed in ${NET_SEEDS//,/ }; do for m in "$@"; do printf '%s\0' "${m%%|*} $seed ${m#*|}"; done; done; }
+step 1 && { queue "${METHODS[@]:0:4}"; queue "${METHODS[@]:4}"; } | xargs -0 -P "$JOBS" -I{} bash -c 'supernet {}'
 
 # 2. the children, trained stand-alone once per child seed
 first_seed=${NET_SEEDS%%,*}
