@@ -346,8 +346,8 @@ def print_ceiling(agreement, metric: str) -> None:
         print(f"ceiling ({metric}): unknown, one seed per child (train with --seeds 1,2 to measure it)")
         return
     print(f"ceiling ({metric}): the same {agreement['children']} children trained with {agreement['seeds']} seeds "
-          f"agree with Kendall's tau {agreement['tau']:.3f} (mean |difference| {agreement['mean_abs_diff']:.4f}, "
-          f"span of the means {agreement['span']:.4f})")
+          f"agree with Kendall's tau {agreement['tau']:.3f} (mean |difference| {agreement['mean_abs_diff']:.4f} after a "
+          f"common offset of {agreement['seed_offset']:.4f}; span of the means {agreement['span']:.4f})")
 
 
 def cmd_rank_correlate(args) -> None:
