@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .samplers import STREAM_ANCHOR, Allowed, count_children, rng_for, uniform_child
+from .samplers import STREAM_ANCHOR, Allowed, distinct_children, rng_for, uniform_child
 from .space import Child, SearchSpace
 
 POLICIES = ("best", "top-p")
@@ -93,14 +93,7 @@ class Anchor:
 
     def initial_children(self, count: int, allowed: Allowed = None, key: int = 0) -> List[Child]:
         """``count`` distinct seeded children (fewer if the space is smaller) to choose the first anchor from."""
-        rng = rng_for(self.seed, STREAM_ANCHOR, _INITIAL_KEY + key)
-        children: List[Child] = []
-        limit = min(count, count_children(self.space, allowed))
-        while len(children) < limit:
-            child = uniform_child(self.space, rng, allowed)
-            if child not in children:
-                children.append(child)
-        return children
+        return distinct_children(self.space, rng_for(self.seed, STREAM_ANCHOR, _INITIAL_KEY + key), count, allowed)
 
     def choose_initial(self, children: Sequence[Child], scores: Sequence[float], policy: str, p: float) -> int:
         """Make the best scored child the anchor (``top-p``: the one at the top p%); returns its index."""

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import MagicError
-from .samplers import rng_for, uniform_child
+from .samplers import distinct_children, rng_for
 from .space import Child, SearchSpace, load_child, save_child
 
 STREAM_RANK = 7
@@ -53,13 +53,7 @@ def sample_children(space: SearchSpace, seed: int, count: int, out_dir: str) -> 
     """``count`` distinct uniform children as architecture files; returns their names."""
     if count > space.num_children:
         raise MagicError(f"the space has only {space.num_children} children, {count} were asked for")
-    rng = rng_for(seed, STREAM_RANK)
-    children: List[Child] = []
-    while len(children) < count:
-        child = uniform_child(space, rng)
-        if child not in children:
-            children.append(child)
-    return write_children(space, children, out_dir)
+    return write_children(space, distinct_children(space, rng_for(seed, STREAM_RANK), count), out_dir)
 
 
 def write_children(space: SearchSpace, children: Sequence[Child], out_dir: str) -> List[str]:

@@ -133,9 +133,8 @@ def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1) 
     return SAMPLERS[name](space, seed)
 
 
-def validation_children(space: SearchSpace, seed: int, count: int, allowed: Allowed = None) -> List[Child]:
-    """A fixed, seeded set of distinct children scored at every validation."""
-    rng = rng_for(seed, STREAM_VALID_CHILDREN)
+def distinct_children(space: SearchSpace, rng: np.random.Generator, count: int, allowed: Allowed = None) -> List[Child]:
+    """``count`` distinct uniform children, in the order drawn (fewer if the space is smaller)."""
     children: List[Child] = []
     limit = min(count, count_children(space, allowed))
     while len(children) < limit:
@@ -143,3 +142,8 @@ def validation_children(space: SearchSpace, seed: int, count: int, allowed: Allo
         if child not in children:
             children.append(child)
     return children
+
+
+def validation_children(space: SearchSpace, seed: int, count: int, allowed: Allowed = None) -> List[Child]:
+    """A fixed, seeded set of distinct children scored at every validation."""
+    return distinct_children(space, rng_for(seed, STREAM_VALID_CHILDREN), count, allowed)
