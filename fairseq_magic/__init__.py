@@ -17,9 +17,9 @@ try:  # the plain-data parts (space, samplers) work without fairseq
 except ImportError:  # pragma: no cover
     pass
 else:
-    from .compat import patch_checkpoint_loading
+    from .checkpoint import patch_fairseq
 
-    patch_checkpoint_loading()
+    patch_fairseq()
     from . import criterions, models, tasks  # noqa: F401,E402
 
 __version__ = "0.1.0"

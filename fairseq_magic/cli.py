@@ -119,7 +119,7 @@ def cmd_export(args) -> None:
 
 def cmd_derive(args) -> None:
     """The argmax child of a gradient-based search, as an architecture file."""
-    from .export import load_supernet_checkpoint
+    from .checkpoint import load_supernet_checkpoint
     from .models.supernet import arch_weights_state
     from .relaxation import entropy_of, theta_from_state
     from .space import save_child
@@ -148,15 +148,14 @@ def load_supernet_for_scoring(args):
     from fairseq import checkpoint_utils, utils
 
     from . import models  # noqa: F401
-    from .export import load_supernet_checkpoint
+    from .checkpoint import load_supernet_checkpoint
     from .scoring import validation_batches
 
-    state, _, space = load_supernet_checkpoint(args.checkpoint)
-    overrides = {"data": args.data} if args.data else {}
-    data = args.data or state["cfg"]["task"]["data"]
+    state, _, space = load_supernet_checkpoint(args.checkpoint, {"data": args.data} if args.data else None)
+    data = state["cfg"]["task"]["data"]
     if not os.path.isfile(os.path.join(str(data).split(os.pathsep)[0], "dict.txt")):
         raise MagicError(f"no dict.txt in data directory '{data}' (give --data, a fairseq-preprocess output)")
-    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint], arg_overrides=overrides, state=state)
+    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint], state=state)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     model.to(device).eval()
     if args.fp16:
@@ -310,7 +309,7 @@ def cmd_interference(args) -> None:
 
 def cmd_rank_sample(args) -> None:
     from . import rank
-    from .export import load_supernet_checkpoint
+    from .checkpoint import load_supernet_checkpoint
 
     _, _, space = load_supernet_checkpoint(args.checkpoint)
     if args.list:
@@ -414,6 +413,16 @@ def cmd_rank_correlate(args) -> None:
     print_ceiling(ceiling, args.ground_truth)
 
 
+def add_unsafe_option(p) -> None:
+    p.add_argument("--unsafe-load-checkpoint", action="store_true",
+                   help="unpickle checkpoints fully, which can run code from them: only for files you trust")
+
+
+def add_checkpoint_option(p, help: str) -> None:
+    p.add_argument("--checkpoint", required=True, help=help)
+    add_unsafe_option(p)
+
+
 def add_scoring_options(p, sentences: int = 512, batch_size: int = 32) -> None:
     """Where children are scored: the options of load_supernet_for_scoring."""
     p.add_argument("--data", default="", help="data-bin directory (default: the one the super-net was trained on)")
@@ -449,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes OUT/search.json (top children with scores, sizes, FLOPs) and OUT/best.json (an architecture file "
         "for 'fairseq-magic export' and '--arch magic_child --child-arch').",
     )
-    p.add_argument("--checkpoint", required=True, help="trained super-net checkpoint")
+    add_checkpoint_option(p, "trained super-net checkpoint")
     p.add_argument("--out", required=True, help="output directory")
     add_scoring_options(p)
     p.add_argument("--algorithm", choices=["evolution", "random"], default="evolution")
@@ -473,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rank", help="rank correlation of super-net estimates with stand-alone training (Table 1)")
     rank_sub = p.add_subparsers(dest="rank_command", required=True)
     q = rank_sub.add_parser("sample", help="M uniform children (or a list) as architecture files")
-    q.add_argument("--checkpoint", required=True, help="a super-net of the space to sample from")
+    add_checkpoint_option(q, "a super-net of the space to sample from")
     q.add_argument("--out", required=True)
     q.add_argument("--children", type=int, default=60, help="M (paper: 60)")
     q.add_argument("--list", default="", help="a file of architecture strings, one per line, instead of sampling")
@@ -504,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the first")
     q.add_argument("--out", required=True, help="where rank.json and the scatter plots go")
     q.add_argument("--ground-truth", choices=["valid_loss", "finetune_accuracy"], default="valid_loss")
+    add_unsafe_option(q)
     add_scoring_options(q)
     q.set_defaults(func=cmd_rank_correlate)
 
@@ -514,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         "averaged over --repeats random o_g and paths. Writes CSV files, heatmaps and a plot against m; "
         "--compare adds a second super-net (e.g. one trained with --align-target average, Fig. 2b).",
     )
-    p.add_argument("--checkpoint", required=True, help="super-net checkpoint")
+    add_checkpoint_option(p, "super-net checkpoint")
     p.add_argument("--compare", default="", help="a second super-net to show side by side")
     p.add_argument("--labels", default="", help="names of the super-nets, comma-separated")
     p.add_argument("--out", required=True, help="output directory")
@@ -530,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a child of a trained super-net as a stand-alone magic_child checkpoint that "
         "inherits the super-net's weights, for fairseq-train --restore-file, sentence_prediction and from_pretrained.",
     )
-    p.add_argument("--checkpoint", required=True, help="super-net checkpoint (e.g. checkpoints/spos/checkpoint_best.pt)")
+    add_checkpoint_option(p, "super-net checkpoint (e.g. checkpoints/spos/checkpoint_best.pt)")
     p.add_argument("--arch", required=True, help="the child: an architecture string or a JSON architecture file")
     p.add_argument("--out", required=True, help="where to write the child's checkpoint")
     p.set_defaults(func=cmd_export)
@@ -540,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="super-net checkpoint trained with --relaxation mixture or gdas")
     p.add_argument("-o", "--out", required=True, help="architecture file to write (JSON; export/search take it)")
+    add_unsafe_option(p)
     p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("topics", help="build a labelled sentence data set (GLUE layout) from installed packages")
@@ -566,6 +577,11 @@ def main(argv=None) -> int:
         datefmt="%Y-%m-%d %H:%M:%S", level=logging.INFO, stream=sys.stdout,
     )
     args = build_parser().parse_args(argv)
+    if getattr(args, "unsafe_load_checkpoint", False):
+        from .checkpoint import allow_unsafe_loading
+
+        logger.warning("--unsafe-load-checkpoint: checkpoints are unpickled fully and can run code")
+        allow_unsafe_loading()
     try:
         args.func(args)
     except MagicError as err:

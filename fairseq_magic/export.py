@@ -12,13 +12,12 @@ import re
 from typing import Dict, Union
 
 import torch
-from fairseq import checkpoint_utils
 from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
-from .errors import MagicError
+from .checkpoint import load_supernet_checkpoint
 from .models.child import CHILD_SPEC_KEY
-from .models.supernet import ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, encode_json, resolve_child, space_from_args
+from .models.supernet import ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, encode_json, resolve_child
 from .modules.entangled import slice_state
 from .space import Child, SearchSpace
 
@@ -26,17 +25,6 @@ SPEC_KEYS = ("child_arch", "encoder_embed_dim", "encoder_ffn_embed_dim", "attent
              "attention_head_dim")
 _CANDIDATE_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)candidates\.(\d+)\.(.*)$")
 _KIND_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)kinds\.([A-Z]+)\.(.*)$")  # weight-entangled layers
-
-
-def load_supernet_checkpoint(path: str):
-    """(state, model config, space) of a super-net checkpoint; a clear error otherwise."""
-    state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    cfg = state.get("cfg")
-    model_cfg = cfg.get("model") if cfg is not None else None
-    name = str(model_cfg.get("_name", "")) if model_cfg is not None else ""
-    if not name.startswith("magic_supernet") or "supernet_layers" not in model_cfg:
-        raise MagicError(f"{path} is not a fairseq-magic super-net checkpoint (its model is '{name or 'unknown'}')")
-    return state, model_cfg, space_from_args(model_cfg)
 
 
 def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child, space: SearchSpace) -> Dict[str, torch.Tensor]:

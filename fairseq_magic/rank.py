@@ -156,10 +156,10 @@ def compare_methods(estimates: Dict[str, List[Sequence[float]]], truth: Sequence
 
 
 def _best(checkpoint: str) -> float:
-    import torch
+    from .checkpoint import torch_load
 
     # our own run's checkpoint: fairseq records the best validation metric in it
-    return float(torch.load(checkpoint, map_location="cpu", weights_only=False)["extra_state"]["best"])
+    return float(torch_load(checkpoint, map_location="cpu")["extra_state"]["best"])
 
 
 def _fairseq_train(name: str, cmd: List[str]) -> None:

@@ -321,20 +321,33 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: Dict) -> "SearchSpace":
-        try:
-            groups = d.get("groups") or [d["candidates"]]
-            return cls.build(
-                num_layers=int(d["num_layers"]),
-                candidate_ops="|".join(",".join(group) for group in groups),
-                hidden_dim=int(d["hidden_dim"]),
-                ffn_dim=int(d["ffn_dim"]),
-                qkv_dim=int(d.get("qkv_dim", 0)),
-                embed_dim=int(d.get("embed_dim", 0)),
-                head_dim=int(d.get("head_dim", 0)),
-                entangled=bool(d.get("entangled", False)),
-            )
-        except (KeyError, TypeError) as err:
-            raise SpaceError(f"malformed search space description: {err}") from None
+        """The space of an architecture file or checkpoint; SpaceError naming a malformed field."""
+        if not isinstance(d, dict):
+            raise SpaceError(f"malformed search space description: expected an object, got {type(d).__name__}")
+
+        def integer(key: str, default: Optional[int] = None) -> int:
+            if key not in d and default is not None:
+                return default
+            if key not in d:
+                raise SpaceError(f"malformed search space description: no '{key}'")
+            value = d[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpaceError(f"malformed search space description: '{key}' must be an integer, got {value!r}")
+            return value
+
+        groups = d.get("groups") or [d.get("candidates")]
+        if not all(isinstance(g, list) and g and all(isinstance(op, str) for op in g) for g in groups):
+            raise SpaceError("malformed search space description: 'candidates' must be a list of operator names")
+        return cls.build(
+            num_layers=integer("num_layers"),
+            candidate_ops="|".join(",".join(group) for group in groups),
+            hidden_dim=integer("hidden_dim"),
+            ffn_dim=integer("ffn_dim"),
+            qkv_dim=integer("qkv_dim", 0),
+            embed_dim=integer("embed_dim", 0),
+            head_dim=integer("head_dim", 0),
+            entangled=bool(d.get("entangled", False)),
+        )
 
     def describe(self) -> str:
         return (
@@ -364,6 +377,8 @@ def load_child(path: str, space: Optional[SearchSpace] = None) -> Tuple[SearchSp
         raise SpaceError(f"architecture file {path} is not valid JSON: {err}") from None
     if not isinstance(record, dict) or "arch" not in record or "space" not in record:
         raise SpaceError(f"architecture file {path} needs 'arch' and 'space' entries")
+    if not isinstance(record["arch"], str):
+        raise SpaceError(f"architecture file {path}: 'arch' must be a string of operator names, one per layer")
     file_space = SearchSpace.from_dict(record["space"])
     if space is not None and file_space != space:
         raise SpaceError(

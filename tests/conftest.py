@@ -108,7 +108,8 @@ def read_child_log(path: str) -> List[dict]:
 
 
 def load_state(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Every checkpoint the plugin writes is plain data: it loads with weights_only=True."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def free_port() -> int:

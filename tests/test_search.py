@@ -88,3 +88,26 @@ def test_search_bad_input(supernet, tmp_path, extra, message):
     proc = magic("search", "--checkpoint", supernet, "--out", str(tmp_path), "--no-progress-bar", *extra, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("fairseq-magic: error:") and message in proc.stderr
+
+
+def test_search_reads_the_data_given_from_any_directory(data_bin, tmp_path):
+    """A super-net trained on a relative data path records it absolute; --data replaces it (search, rank, interference)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import COMMON, TINY, load_state
+
+    work = tmp_path / "work"
+    shutil.copytree(data_bin, work / "bin")
+    subprocess.run([sys.executable, "-m", "fairseq_cli.train", "bin", *COMMON, *TINY, "--max-update", "2",
+                    "--save-dir", "ckpt"], cwd=str(work), check=True, capture_output=True)
+    checkpoint = str(work / "ckpt" / "checkpoint_last.pt")
+    assert load_state(checkpoint)["cfg"]["task"]["data"] == str(work / "bin")
+    args = ["--population", "4", "--generations", "1", "--parents", "2", "--sentences", "8", "--no-progress-bar"]
+    magic("search", "--checkpoint", checkpoint, "--out", str(tmp_path / "a"), *args)  # from another directory
+    shutil.move(str(work / "bin"), str(tmp_path / "moved"))
+    proc = magic("search", "--checkpoint", checkpoint, "--out", str(tmp_path / "b"), *args, check=False)
+    assert "no dict.txt in data directory" in proc.stderr
+    magic("search", "--checkpoint", checkpoint, "--out", str(tmp_path / "b"), *args, "--data", str(tmp_path / "moved"))
+    assert json.loads((tmp_path / "b" / "search.json").read_text())["top"]

@@ -91,7 +91,7 @@ python - "$SEARCH/best.json" "$FINETUNE/checkpoint_best.pt" <<'PY'
 import json, sys
 import torch
 best = json.load(open(sys.argv[1]))
-tuned = torch.load(sys.argv[2], map_location="cpu", weights_only=False)  # our own checkpoint
+tuned = torch.load(sys.argv[2], map_location="cpu", weights_only=True)  # our own checkpoint: plain data
 print(f"found architecture: {best['arch']}")
 print(f"size: {best['params']:,} parameters, {best['flops'] / 1e9:.3f} GFLOPs per 128-token sequence")
 print(f"fine-tuned validation accuracy (numpy/scipy vs standard-library docstrings; chance 50%): "

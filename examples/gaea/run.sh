@@ -55,8 +55,8 @@ out, runs = sys.argv[1], [r.replace(":", "-lr") for r in sys.argv[2:]]
 print(f"{'search':<18}{'final entropy (nats)':>22}{'search valid loss':>19}{'retrained child loss':>22}  argmax child")
 for m in runs:
     child = json.load(open(f"{out}/{m}/argmax.json"))
-    search = torch.load(f"{out}/{m}/checkpoint_last.pt", map_location="cpu", weights_only=False)
-    retrained = torch.load(f"{out}/{m}/child/checkpoint_last.pt", map_location="cpu", weights_only=False)
+    search = torch.load(f"{out}/{m}/checkpoint_last.pt", map_location="cpu", weights_only=True)
+    retrained = torch.load(f"{out}/{m}/child/checkpoint_last.pt", map_location="cpu", weights_only=True)
     print(f"{m:<18}{child['entropy']:>22.4f}{search['extra_state']['best']:>19.3f}"
           f"{retrained['extra_state']['best']:>22.3f}  {child['arch']}")
 print("losses: masked-LM validation loss in bits; the search's is the argmax child's under the shared weights")

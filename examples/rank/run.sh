@@ -8,14 +8,14 @@
 # output exists, so a rerun continues where it stopped.
 #   bash examples/rank/run.sh [--children 40] [--child-seeds 1,2] [--supernet-seeds 1,2,3]
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
-#                             [--steps 1,2,3,4] [--out checkpoints/rank]
+#                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
 CHILDREN=40 CHILD_SEEDS=1,2 NET_SEEDS=1,2,3 NET_UPDATES=2000 CHILD_UPDATES=2000 JOBS=2 ABLATIONS=1 STEPS=1,2,3,4
-OUT=checkpoints/rank
+OUT=checkpoints/rank DATA=data/default/bin
 while [ $# -gt 0 ]; do
     case "$1" in
         --children) CHILDREN=$2; shift 2 ;;
@@ -27,11 +27,11 @@ while [ $# -gt 0 ]; do
         --no-ablations) ABLATIONS=0; shift ;;
         --steps) STEPS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
+        --data) DATA=$2; shift 2 ;;
         *) echo "usage: $0 [--children M] [--child-seeds S,..] [--supernet-seeds S,..] [--supernet-updates N]" \
-                "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--out DIR]" >&2; exit 2 ;;
+                "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--data DIR] [--out DIR]" >&2; exit 2 ;;
     esac
 done
-DATA=data/default/bin
 [ -f "$DATA/dict.txt" ] || { echo "fairseq-magic: error: run 'bash scripts/setup.sh' first (no $DATA)" >&2; exit 1; }
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # JOBS trainings side by side, one thread each

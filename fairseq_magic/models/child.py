@@ -81,7 +81,8 @@ def complete_child_config(state: dict) -> None:
     where ``--child-arch`` may be a file that is not there when the checkpoint is
     loaded elsewhere; the model's own copy makes the checkpoint self-contained."""
     cfg, weights = state.get("cfg"), state.get("model") or {}
-    if cfg is None or CHILD_SPEC_KEY not in weights or cfg["model"].get("_name") != "magic_child":
+    if cfg is None or CHILD_SPEC_KEY not in weights or getattr(cfg["model"], "get", None) is None \
+            or cfg["model"].get("_name") != "magic_child":
         return
     spec = decode_json(weights[CHILD_SPEC_KEY])
     for key, value in spec.items():

@@ -122,10 +122,22 @@ class MagicMaskedLMTask(MaskedLMTask):
             raise MagicError(f"no dict.txt in data directory '{first}' (expected fairseq-preprocess output)")
         return super().setup_task(cfg, **kwargs)
 
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = utils.split_paths(self.cfg.data)
+        prefix = os.path.join(paths[(epoch - 1) % len(paths)], split)
+        if os.path.isfile(prefix + ".bin") and os.path.getsize(prefix + ".bin") == 0:
+            raise MagicError(f"the '{split}' split is empty: {prefix}.bin holds no tokens (an empty corpus file?)")
+        try:
+            return super().load_dataset(split, epoch, combine, **kwargs)
+        except FileNotFoundError as err:
+            raise MagicError(f"{err}") from None
+
     def __init__(self, cfg: MagicMaskedLMConfig, dictionary=None):
         super().__init__(cfg, dictionary)
         if cfg.sampler not in SAMPLERS:
             raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
+        if cfg.gradual_k != 1 and cfg.sampler != "gradual":
+            raise MagicError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual (the sampler is '{cfg.sampler}')")
         if cfg.valid_children < 1:
             raise MagicError("--valid-children must be at least 1")
         if cfg.shrink_children < 1 or cfg.shrink_per_epoch < 0 or cfg.interference_interval < 0:

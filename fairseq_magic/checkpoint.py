@@ -1,0 +1,299 @@
+"""Checkpoints: read without running code, written without losing a good one.
+
+fairseq reads checkpoints in ``checkpoint_utils.load_checkpoint_to_cpu``
+(resume, ``--restore-file``, ``fairseq-validate``, ``from_pretrained`` and
+every ``fairseq-magic`` command) and writes them in ``torch_persistent_save``
+plus a copy to ``checkpoint_last.pt`` / ``checkpoint_best.pt``. When the plugin
+is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
+
+* a checkpoint is unpickled with ``torch.load(weights_only=True)`` and one
+  allowed class, ``argparse.Namespace`` (how fairseq saves the config of models
+  without a dataclass, RoBERTa among them). A checkpoint that needs anything
+  else is refused with one line naming what it asks for; a user who trusts the
+  file opts in with ``--unsafe-load-checkpoint`` (``fairseq-magic``) or
+  ``FAIRSEQ_MAGIC_UNSAFE_LOAD=1`` (any command);
+* a ``--restore-file`` that does not exist is an error before anything is
+  trained or written (fairseq would start from scratch and overwrite
+  ``checkpoint_last.pt``);
+* every checkpoint file, the copies included, is written to ``<name>.tmp`` and
+  renamed into place, so a kill leaves either the old or the new file; a save
+  that fails (a full disk) removes its ``.tmp`` and is one error line;
+* the data directory is recorded as an absolute path;
+* a resume whose ``checkpoint_last.pt`` cannot be read (a file cut short by a
+  crash outside this plugin) continues from the newest readable checkpoint in
+  the save directory, with one warning.
+
+The distributed broadcast of a loaded checkpoint from rank 0 to the other ranks
+(``distributed.utils._broadcast_object_slow``) unpickles what rank 0 sent
+(the checkpoint as rank 0 read it, safely, plus fairseq's config objects), so
+it keeps fairseq's full unpickling.
+"""
+
+import argparse
+import contextlib
+import functools
+import logging
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from typing import Optional
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.distributed import utils as distributed_utils
+from fairseq.file_io import PathManager
+from omegaconf import open_dict
+
+from .errors import MagicError
+
+logger = logging.getLogger("fairseq_magic.checkpoint")
+
+UNSAFE_ENV = "FAIRSEQ_MAGIC_UNSAFE_LOAD"
+SAFE_GLOBALS = (argparse.Namespace,)
+_UNREADABLE = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile)
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_plain_torch_load = torch.load
+
+
+class UnsafeCheckpointError(MagicError):
+    """A checkpoint whose unpickling would call something outside the allow-list."""
+
+
+def allow_unsafe_loading() -> None:
+    """Trust every checkpoint this process loads (``--unsafe-load-checkpoint``)."""
+    os.environ[UNSAFE_ENV] = "1"
+
+
+def unsafe_loading_allowed() -> bool:
+    return os.environ.get(UNSAFE_ENV, "").strip() not in ("", "0")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in str(path)
+
+
+def torch_load(f, map_location="cpu"):
+    """``torch.load`` that runs no code from the file: weights_only with the
+    allow-list, or the full unpickler when the user opted in."""
+    if unsafe_loading_allowed():
+        return _plain_torch_load(f, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return _plain_torch_load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _GLOBAL.search(str(err))
+        if found is None:
+            raise
+        name = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", "the checkpoint")
+        raise UnsafeCheckpointError(
+            f"refusing to load {name}: unpickling it would call '{found.group(1)}', which can run code; "
+            f"if you trust the file, load it with --unsafe-load-checkpoint (fairseq-magic) or {UNSAFE_ENV}=1"
+        ) from None
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why a file did not load (torch's own message opens with a paragraph of advice)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+    if lines[0].startswith("Weights only load failed"):
+        return next((line for line in lines if line.startswith("Unsupported")), "not a checkpoint torch can read safely")
+    return lines[0]
+
+
+@contextlib.contextmanager
+def _torch_load_is_safe():
+    """While fairseq's loader runs, its ``torch.load`` is :func:`torch_load`."""
+    torch.load = _safe_from_fairseq
+    try:
+        yield
+    finally:
+        torch.load = _plain_torch_load
+
+
+def _safe_from_fairseq(f, map_location=None, **_ignored):
+    return torch_load(f, map_location=map_location)
+
+
+def _checked_loader(load_checkpoint_to_cpu):
+    """``load_checkpoint_to_cpu`` that unpickles safely and turns a missing,
+    unreadable or refused file into one error line."""
+
+    @functools.wraps(load_checkpoint_to_cpu)
+    def wrapper(path, arg_overrides=None, load_on_all_ranks=False):
+        if _is_local(path) and not os.path.exists(path):
+            raise MagicError(f"checkpoint not found: {path}")
+        try:
+            with _torch_load_is_safe():
+                state = load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
+        except _UNREADABLE as err:
+            raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+        from .models.child import complete_child_config
+
+        complete_child_config(state)
+        return state
+
+    wrapper._fairseq_magic = True
+    return wrapper
+
+
+def readable(path: str) -> bool:
+    """Whether ``path`` is a whole checkpoint file (a zip archive whose every
+    member checks out, or a legacy file that loads)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return archive.testzip() is None
+        torch_load(path)
+        return True
+    except (_UNREADABLE + (MagicError,)):
+        return False
+
+
+def newest_readable(save_dir: str, exclude: str) -> Optional[str]:
+    """The most recently written readable ``checkpoint*.pt`` in ``save_dir`` other than ``exclude``."""
+    names = [n for n in os.listdir(save_dir) if n.startswith("checkpoint") and n.endswith(".pt")]
+    paths = [os.path.join(save_dir, n) for n in names if os.path.join(save_dir, n) != exclude]
+    for path in sorted(paths, key=os.path.getmtime, reverse=True):
+        if readable(path):
+            return path
+    return None
+
+
+def _checked_restore(load_checkpoint):
+    """fairseq's ``load_checkpoint`` (the start of every training run) that
+    refuses a missing ``--restore-file`` and steps over an unreadable
+    ``checkpoint_last.pt``."""
+
+    @functools.wraps(load_checkpoint)
+    def wrapper(cfg, trainer, **passthrough_args):
+        suffix = trainer.checkpoint_suffix
+        if cfg.restore_file != "checkpoint_last.pt":
+            path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
+            if _is_local(path) and not os.path.exists(path):
+                raise MagicError(f"--restore-file not found: {path} (nothing was trained or written)")
+            return load_checkpoint(cfg, trainer, **passthrough_args)
+        last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
+        if suffix or not _is_local(last) or not os.path.exists(last) or readable(last):
+            return load_checkpoint(cfg, trainer, **passthrough_args)
+        fallback = newest_readable(cfg.save_dir, exclude=last)
+        if fallback is None:
+            raise MagicError(f"cannot read {last} and no other checkpoint in {cfg.save_dir} is readable")
+        logger.warning(f"{last} is unreadable (cut short?); resuming from {fallback}, the newest readable checkpoint")
+        with open_dict(cfg):
+            cfg.restore_file = fallback
+        try:
+            return load_checkpoint(cfg, trainer, **passthrough_args)
+        finally:
+            with open_dict(cfg):
+                cfg.restore_file = "checkpoint_last.pt"
+
+    wrapper._fairseq_magic = True
+    return wrapper
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _save_failed(filename: str, err: BaseException) -> MagicError:
+    reason = getattr(err, "strerror", None) or _reason(err)
+    return MagicError(f"cannot save checkpoint {filename}: {reason}")
+
+
+def _absolute_data_path(state) -> None:
+    """Record the data directory absolute (it is relative to where training ran), so that
+    search, rank and interference find it from anywhere."""
+    task = state.get("cfg", {}).get("task") if isinstance(state.get("cfg"), dict) else None
+    if isinstance(task, dict) and isinstance(task.get("data"), str) and task["data"]:
+        task["data"] = os.pathsep.join(p if not _is_local(p) else os.path.abspath(p) for p in task["data"].split(os.pathsep))
+
+
+def atomic_save(obj, filename: str, async_write: bool = False) -> None:
+    """Write a checkpoint to ``filename.tmp`` and rename it into place; a failed
+    write removes the temporary file and is one error line."""
+    if isinstance(obj, dict):
+        _absolute_data_path(obj)
+    if async_write or not _is_local(filename):
+        return _fairseq_save(obj, filename, async_write)
+    tmp = filename + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except (OSError, RuntimeError) as err:
+        _remove(tmp)
+        raise _save_failed(filename, err) from None
+
+
+_fairseq_save = checkpoint_utils.torch_persistent_save
+
+
+class _AtomicCopyPathManager(PathManager):
+    """fairseq's PathManager, whose ``copy`` (checkpoint_last.pt, checkpoint_best.pt
+    from the checkpoint just written) goes through a temporary file and a rename."""
+
+    @staticmethod
+    def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+        if not (_is_local(src_path) and _is_local(dst_path)):
+            return PathManager.copy(src_path, dst_path, overwrite)
+        tmp = dst_path + ".tmp"
+        try:
+            shutil.copyfile(src_path, tmp)
+            os.replace(tmp, dst_path)
+        except OSError as err:
+            _remove(tmp)
+            raise _save_failed(dst_path, err) from None
+        return True
+
+
+def _full_unpickling(fn):
+    """``fn`` with torch.load unpickling fully while it runs (the broadcast)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        def load(*a, **kw):
+            kw["weights_only"] = False
+            return _plain_torch_load(*a, **kw)
+
+        torch.load = load
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.load = _plain_torch_load
+
+    wrapper._fairseq_magic = True
+    return wrapper
+
+
+def patch_fairseq() -> None:
+    """Install the safe loader, the restore checks and the atomic writes (once)."""
+    if getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_magic", False):
+        return
+    checkpoint_utils.load_checkpoint_to_cpu = _checked_loader(checkpoint_utils.load_checkpoint_to_cpu)
+    checkpoint_utils.load_checkpoint = _checked_restore(checkpoint_utils.load_checkpoint)
+    checkpoint_utils.torch_persistent_save = atomic_save
+    checkpoint_utils.PathManager = _AtomicCopyPathManager
+    distributed_utils._broadcast_object_slow = _full_unpickling(distributed_utils._broadcast_object_slow)
+
+
+def load_supernet_checkpoint(path: str, arg_overrides: Optional[dict] = None):
+    """(state, model config, space) of a super-net checkpoint, with ``arg_overrides``
+    (``{"data": ...}``) applied to its config; a clear error otherwise."""
+    from .models.supernet import space_from_args
+
+    state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+    cfg = state.get("cfg")
+    model_cfg = cfg.get("model") if cfg is not None else None
+    if isinstance(model_cfg, argparse.Namespace):  # a model without a dataclass (plain RoBERTa): fairseq keeps its args
+        name = str(getattr(model_cfg, "arch", "") or getattr(model_cfg, "_name", ""))
+    else:
+        name = str(model_cfg.get("_name", "")) if model_cfg is not None else ""
+    if not name.startswith("magic_supernet") or "supernet_layers" not in model_cfg:
+        raise MagicError(f"{path} is not a fairseq-magic super-net checkpoint (its model is '{name or 'unknown'}')")
+    return state, model_cfg, space_from_args(model_cfg)
