@@ -127,10 +127,7 @@ class MagicMaskedLMTask(MaskedLMTask):
         prefix = os.path.join(paths[(epoch - 1) % len(paths)], split)
         if os.path.isfile(prefix + ".bin") and os.path.getsize(prefix + ".bin") == 0:
             raise MagicError(f"the '{split}' split is empty: {prefix}.bin holds no tokens (an empty corpus file?)")
-        try:
-            return super().load_dataset(split, epoch, combine, **kwargs)
-        except FileNotFoundError as err:
-            raise MagicError(f"{err}") from None
+        return super().load_dataset(split, epoch, combine, **kwargs)
 
     def __init__(self, cfg: MagicMaskedLMConfig, dictionary=None):
         super().__init__(cfg, dictionary)
