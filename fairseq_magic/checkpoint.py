@@ -55,6 +55,7 @@ SAFE_GLOBALS = (argparse.Namespace,)
 _UNREADABLE = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile)
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _plain_torch_load = torch.load
+_fairseq_save = checkpoint_utils.torch_persistent_save
 
 
 class UnsafeCheckpointError(MagicError):
@@ -102,9 +103,9 @@ def _reason(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _torch_load_is_safe():
-    """While fairseq's loader runs, its ``torch.load`` is :func:`torch_load`."""
-    torch.load = _safe_from_fairseq
+def _torch_load_replaced(load):
+    """While fairseq code runs, the ``torch.load`` it calls is ``load``."""
+    torch.load = load
     try:
         yield
     finally:
@@ -113,6 +114,10 @@ def _torch_load_is_safe():
 
 def _safe_from_fairseq(f, map_location=None, **_ignored):
     return torch_load(f, map_location=map_location)
+
+
+def _unpickle_fully(*args, **kwargs):
+    return _plain_torch_load(*args, **dict(kwargs, weights_only=False))
 
 
 def _checked_loader(load_checkpoint_to_cpu):
@@ -124,7 +129,7 @@ def _checked_loader(load_checkpoint_to_cpu):
         if _is_local(path) and not os.path.exists(path):
             raise MagicError(f"checkpoint not found: {path}")
         try:
-            with _torch_load_is_safe():
+            with _torch_load_replaced(_safe_from_fairseq):
                 state = load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
         except _UNREADABLE as err:
             raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
@@ -207,7 +212,8 @@ def _save_failed(filename: str, err: BaseException) -> MagicError:
 def _absolute_data_path(state) -> None:
     """Record the data directory absolute (it is relative to where training ran), so that
     search, rank and interference find it from anywhere."""
-    task = state.get("cfg", {}).get("task") if isinstance(state.get("cfg"), dict) else None
+    cfg = state.get("cfg")
+    task = cfg.get("task") if isinstance(cfg, dict) else None
     if isinstance(task, dict) and isinstance(task.get("data"), str) and task["data"]:
         task["data"] = os.pathsep.join(p if not _is_local(p) else os.path.abspath(p) for p in task["data"].split(os.pathsep))
 
@@ -229,9 +235,6 @@ def atomic_save(obj, filename: str, async_write: bool = False) -> None:
     except (OSError, RuntimeError) as err:
         _remove(tmp)
         raise _save_failed(filename, err) from None
-
-
-_fairseq_save = checkpoint_utils.torch_persistent_save
 
 
 class _AtomicCopyPathManager(PathManager):
@@ -257,15 +260,8 @@ def _full_unpickling(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        def load(*a, **kw):
-            kw["weights_only"] = False
-            return _plain_torch_load(*a, **kw)
-
-        torch.load = load
-        try:
+        with _torch_load_replaced(_unpickle_fully):
             return fn(*args, **kwargs)
-        finally:
-            torch.load = _plain_torch_load
 
     wrapper._fairseq_magic = True
     return wrapper

@@ -112,6 +112,15 @@ def load_state(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def gloo_rank_commands(data: str, save_dir: str, world: int, *extra: str) -> List[List[str]]:
+    """fairseq-train of the tiny super-net as ``world`` CPU ranks on gloo, each started by hand."""
+    port = free_port()
+    return [[sys.executable, "-m", "fairseq_cli.train", data, *COMMON, *TINY, "--save-dir", save_dir, *extra,
+             "--distributed-world-size", str(world), "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+             "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+             "--distributed-rank", str(rank), "--device-id", "0"] for rank in range(world)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,8 @@ import time
 import pytest
 import torch
 
-from conftest import COMMON, PLUGIN, ROOT, TINY, assert_one_error_line, fairseq_train, free_port, magic, run, train_log
+from conftest import (COMMON, PLUGIN, ROOT, TINY, assert_one_error_line, fairseq_train, gloo_rank_commands, magic, run,
+                      train_log)
 
 ARCH = "MHA2,FFN,CONV3,CONV5,FFN,MHA2"
 CASES = {}
@@ -341,11 +342,7 @@ def impossible_limits(request):
 def killed_peer_rank(request):
     """Two gloo ranks; rank 1 is killed mid-training: rank 0 stops soon after, with one line."""
     tmp_path, data_bin = request.getfixturevalue("tmp_path"), request.getfixturevalue("data_bin")
-    port = free_port()
-    cmds = [[sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir", str(tmp_path),
-             "--max-update", "100000", "--distributed-world-size", "2", "--distributed-backend", "gloo",
-             "--ddp-backend", "legacy_ddp", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-             "--distributed-no-spawn", "--distributed-rank", str(rank), "--device-id", "0"] for rank in (0, 1)]
+    cmds = gloo_rank_commands(data_bin, str(tmp_path), 2, "--max-update", "100000")
     rank0 = subprocess.Popen(cmds[0], cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rank1 = subprocess.Popen(cmds[1], cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from conftest import COMMON, ROOT, TINY, fairseq_train, free_port, load_state, read_child_log, train_log
+from conftest import ROOT, fairseq_train, gloo_rank_commands, load_state, read_child_log, train_log
 from fairseq_magic.space import SearchSpace
 
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
@@ -93,15 +93,7 @@ def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path, precision):
 
 
 def launch_ranks(data_bin, save_dir, log, max_update, world=2, extra=()):
-    port = free_port()
-    cmds = [
-        [sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir", save_dir,
-         "--max-update", str(max_update), "--child-log", log,
-         "--distributed-world-size", str(world), "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
-         "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
-         "--distributed-rank", str(rank), "--device-id", "0", *extra]
-        for rank in range(world)
-    ]
+    cmds = gloo_rank_commands(data_bin, save_dir, world, "--max-update", str(max_update), "--child-log", log, *extra)
     procs = [subprocess.Popen(c, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
