@@ -48,8 +48,8 @@ def build_method(method: str, data: str, size: str, extra, interval: int):
     if method in ("spos", "magic-a"):  # handed the MAGIC-T walk, so that every method runs the same children
         from fairseq_magic.samplers import GradualSampler
 
-        walk = GradualSampler(task.space, task.cfg.seed, gradual_k=1)
-        task.sampler = lambda update_num, previous=None, allowed=None: walk(update_num, previous)
+        walk = GradualSampler(task.strategy.space, task.cfg.seed, gradual_k=1)
+        task.strategy.sampler = lambda update_num, previous=None, allowed=None: walk(update_num, previous)
     return trainer, task
 
 

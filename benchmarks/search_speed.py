@@ -28,7 +28,8 @@ def main():
     args = parser.parse_args()
     from fairseq import utils
 
-    from fairseq_magic.samplers import rng_for, uniform_child
+    from fairseq_magic.samplers import uniform_child
+    from fairseq_magic.streams import rng_for
     from fairseq_magic.scoring import score_children, validation_batches
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
@@ -38,7 +39,7 @@ def main():
     batches = [utils.apply_to_sample(lambda t: t.to(device), b)
                for b in validation_batches(task, "valid", args.sentences, SIZES[args.size][5])]
     rng = rng_for(1, 99)
-    children = [uniform_child(task.space, rng) for _ in range(args.children)]
+    children = [uniform_child(task.strategy.space, rng) for _ in range(args.children)]
     pad = task.source_dictionary.pad()
 
     def plain():

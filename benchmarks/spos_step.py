@@ -43,8 +43,8 @@ def argv_for(model: str, data: str, size: str, extra) -> list:
 def build_fixed(model: str, data: str, size: str, extra):
     trainer, task = build(argv_for(model, data, size, extra))
     if model == "supernet":  # the fixed MHA/FFN child, handed to the normal SPOS path
-        child = tuple(i % 2 for i in range(task.space.num_layers))
-        task.sampler = lambda update_num, previous=None, allowed=None: child
+        child = tuple(i % 2 for i in range(task.strategy.space.num_layers))
+        task.strategy.sampler = lambda update_num, previous=None, allowed=None: child
     return trainer, task
 
 

@@ -49,9 +49,11 @@ from omegaconf import II
 from .anchor import POLICIES, Anchor, paired_comparison
 from .errors import MagicError
 from .models.supernet import resolve_child, unwrap
-from .samplers import STREAM_AVERAGE_TARGET, rng_for, uniform_child
+from .samplers import uniform_child
 from .scoring import score_children
+from .search_state import SearchState
 from .space import Child, SearchSpace
+from .streams import STREAM_AVERAGE_TARGET, rng_for
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +147,7 @@ class Alignment:
     """MAGIC-A for one training run. ``scoring_batches()`` gives this rank's share of
     the scoring sentences, ``probe_batch()`` one fixed batch that is the same on every rank."""
 
-    def __init__(self, space: SearchSpace, cfg: AlignmentConfig, search_state: Dict, seed: int,
+    def __init__(self, space: SearchSpace, cfg: AlignmentConfig, search_state: SearchState, seed: int,
                  scoring_batches: Callable[[], List[dict]], probe_batch: Callable[[], dict]):
         if cfg.align_lambda <= 0:
             raise MagicError("MAGIC-A needs --align-lambda > 0")
@@ -197,7 +199,7 @@ class Alignment:
 
     @property
     def allowed(self):
-        return self.search_state.get("allowed")
+        return self.search_state.allowed
 
     @property
     def active(self) -> bool:
@@ -226,9 +228,9 @@ class Alignment:
     def begin_epoch(self, epoch: int, model) -> None:
         self.epoch = epoch
         if (self.anchor is not None and self.cfg.anchor_policy == "top-p" and epoch > 1 and self.anchor.chosen
-                and self.search_state.get("top_p_epoch") != epoch):  # once per epoch end, also across a resume
+                and self.search_state.top_p_epoch != epoch):  # once per epoch end, also across a resume
             self._choose_top_p(model, epoch)
-            self.search_state["top_p_epoch"] = epoch
+            self.search_state.top_p_epoch = epoch
 
     def begin_update(self, model, update_num: int) -> None:
         """Before the update's first forward: the first anchor, when alignment starts."""

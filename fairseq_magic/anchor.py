@@ -14,8 +14,8 @@ Then one of two policies (Sec. 4 and Fig. 3b/c):
   anchor becomes the child ranked at the top p%, and is kept while it stays
   within the top (p - r)% .. (p + r)% of later epochs' rankings.
 
-The anchor's state is a plain dict under ``"anchor"`` in the model's
-``search_state``, so it is saved in every checkpoint and restored on resume.
+The anchor's state is a plain dict, ``SearchState.anchor`` (search_state.py),
+so it is saved in every checkpoint and restored on resume.
 """
 
 import math
@@ -24,8 +24,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .samplers import STREAM_ANCHOR, Allowed, distinct_children, rng_for, uniform_child
+from .samplers import Allowed, distinct_children, uniform_child
+from .search_state import SearchState
 from .space import Child, SearchSpace
+from .streams import STREAM_ANCHOR, rng_for
 
 POLICIES = ("best", "top-p")
 
@@ -57,17 +59,17 @@ def paired_comparison(candidate: Sequence[float], anchor: Sequence[float]) -> Co
 
 
 class Anchor:
-    """The anchor, kept in ``search_state["anchor"]`` (read afresh on every access, so
+    """The anchor, kept in ``search_state.anchor`` (read afresh on every access, so
     a checkpoint load that replaces the search state's contents is seen)."""
 
-    def __init__(self, space: SearchSpace, search_state: Dict, seed: int):
+    def __init__(self, space: SearchSpace, search_state: SearchState, seed: int):
         self.space = space
         self.search_state = search_state
         self.seed = seed
 
     @property
     def state(self) -> Dict:
-        return self.search_state.setdefault("anchor", {})
+        return self.search_state.anchor
 
     @property
     def chosen(self) -> bool:

@@ -23,6 +23,11 @@ is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
   crash outside this plugin) continues from the newest readable checkpoint in
   the save directory, with one warning.
 
+It also holds what the plugin's checkpoints carry besides fairseq's: the JSON
+codec of values kept in a state dict (the search state, a child's spec), the
+mapping between a search space and a model config's size fields, and the
+completion of a ``magic_child`` config from the spec its weights carry.
+
 The distributed broadcast of a loaded checkpoint from rank 0 to the other ranks
 (``distributed.utils._broadcast_object_slow``) unpickles what rank 0 sent
 (the checkpoint as rank 0 read it, safely, plus fairseq's config objects), so
@@ -32,6 +37,7 @@ it keeps fairseq's full unpickling.
 import argparse
 import contextlib
 import functools
+import json
 import logging
 import os
 import pickle
@@ -44,9 +50,11 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
+from fairseq.utils import safe_getattr
 from omegaconf import open_dict
 
 from .errors import MagicError
+from .space import SearchSpace
 
 logger = logging.getLogger("fairseq_magic.checkpoint")
 
@@ -135,8 +143,6 @@ def _checked_loader(load_checkpoint_to_cpu):
             raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
         if not isinstance(state, dict) or "model" not in state:
             raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
-        from .models.child import complete_child_config
-
         complete_child_config(state)
         return state
 
@@ -281,8 +287,6 @@ def patch_fairseq() -> None:
 def load_supernet_checkpoint(path: str, arg_overrides: Optional[dict] = None):
     """(state, model config, space) of a super-net checkpoint, with ``arg_overrides``
     (``{"data": ...}``) applied to its config; a clear error otherwise."""
-    from .models.supernet import space_from_args
-
     state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
     cfg = state.get("cfg")
     model_cfg = cfg.get("model") if cfg is not None else None
@@ -292,4 +296,64 @@ def load_supernet_checkpoint(path: str, arg_overrides: Optional[dict] = None):
         name = str(model_cfg.get("_name", "")) if model_cfg is not None else ""
     if not name.startswith("magic_supernet") or "supernet_layers" not in model_cfg:
         raise MagicError(f"{path} is not a fairseq-magic super-net checkpoint (its model is '{name or 'unknown'}')")
-    return state, model_cfg, space_from_args(model_cfg)
+    return state, model_cfg, supernet_space(model_cfg)
+
+
+# ---------------------------------------------------------------- what the plugin's checkpoints carry
+SEARCH_STATE_KEY = "search_state"  # a super-net's SearchState (search_state.py), in its state dict
+ARCH_WEIGHTS_PREFIX = "arch_weights."  # theta and its optimiser (relaxation.py), in its state dict
+CHILD_SPEC_KEY = "child_spec"  # a magic_child's architecture and sizes, in its state dict
+# the model config's size fields and the SearchSpace attributes they hold
+SIZE_FIELDS = {"encoder_embed_dim": "hidden_dim", "encoder_ffn_embed_dim": "ffn_dim",
+               "attention_qkv_dim": "qkv_dim", "embed_factor_dim": "embed_dim", "attention_head_dim": "head_dim"}
+
+
+def encode_json(value) -> torch.Tensor:
+    """A JSON-able value as a uint8 tensor, to ride along in a state dict."""
+    return torch.tensor(list(json.dumps(value, sort_keys=True).encode()), dtype=torch.uint8)
+
+
+def decode_json(tensor: torch.Tensor):
+    return json.loads(bytes(tensor.tolist()).decode())
+
+
+def arch_weights_state(state_dict, prefix: str = "") -> dict:
+    """The architecture weights a super-net's state dict carries (empty if none)."""
+    start = prefix + ARCH_WEIGHTS_PREFIX
+    return {key[len(start):]: value for key, value in state_dict.items() if key.startswith(start)}
+
+
+def size_config(space: SearchSpace) -> dict:
+    """The model-config size fields of ``space`` (what ``space_sizes`` reads back)."""
+    return {key: getattr(space, attr) for key, attr in SIZE_FIELDS.items()}
+
+
+def space_sizes(cfg) -> dict:
+    """``SearchSpace.build``'s size arguments from a model config (fields it lacks are 0)."""
+    return {attr: int(safe_getattr(cfg, key, 0) or 0) for key, attr in SIZE_FIELDS.items()}
+
+
+def supernet_space(cfg) -> SearchSpace:
+    """The search space a super-net's model config describes."""
+    sizes = space_sizes(cfg)
+    sizes.pop("head_dim")  # a super-net derives it (weight-entangled spaces), a child records it
+    return SearchSpace.build(num_layers=int(cfg.supernet_layers), candidate_ops=str(cfg.candidate_ops),
+                             entangled=bool(safe_getattr(cfg, "weight_entanglement", False)), **sizes)
+
+
+def child_spec(space: SearchSpace, child) -> dict:
+    """What makes a magic_child checkpoint self-contained: its architecture and sizes."""
+    return {"child_arch": space.format(child), **size_config(space)}
+
+
+def complete_child_config(state: dict) -> None:
+    """Give a magic_child checkpoint's config the architecture and sizes the model
+    saved with its weights. fairseq saves the config as given on the command line,
+    where ``--child-arch`` may be a file that is not there when the checkpoint is
+    loaded elsewhere; the model's own copy makes the checkpoint self-contained."""
+    cfg, weights = state.get("cfg"), state.get("model") or {}
+    if cfg is None or CHILD_SPEC_KEY not in weights or getattr(cfg["model"], "get", None) is None \
+            or cfg["model"].get("_name") != "magic_child":
+        return
+    for key, value in decode_json(weights[CHILD_SPEC_KEY]).items():
+        cfg["model"][key] = value

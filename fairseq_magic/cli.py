@@ -30,30 +30,18 @@ def cmd_corpus(args) -> None:
 
 def cmd_spm(args) -> None:
     """Train a sentencepiece model on train.txt and encode every split as pieces."""
-    import sentencepiece as spm
+    from .corpus import encode_file, train_sentencepiece
 
     train = os.path.join(args.data, "train.txt")
     if not os.path.isfile(train):
         raise MagicError(f"no train.txt in {args.data} (run 'fairseq-magic corpus' first)")
     os.makedirs(args.out, exist_ok=True)
     prefix = os.path.join(args.out, "spm")
-    try:
-        spm.SentencePieceTrainer.train(
-            input=train, model_prefix=prefix, vocab_size=args.vocab_size, model_type="unigram",
-            character_coverage=1.0, input_sentence_size=args.max_sentences, shuffle_input_sentence=True,
-            hard_vocab_limit=False,  # a small corpus gets the vocabulary it supports
-            bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, num_threads=os.cpu_count() or 1, minloglevel=2,
-        )
-    except RuntimeError as err:
-        raise MagicError(f"sentencepiece training failed: {str(err).strip().splitlines()[-1]}") from None
-    sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    sp = train_sentencepiece(train, prefix, args.vocab_size, args.max_sentences)
     for split in ("train", "valid", "test"):
         src = os.path.join(args.data, f"{split}.txt")
-        if not os.path.isfile(src):
-            continue
-        with open(src, encoding="utf-8") as fin, open(os.path.join(args.out, f"{split}.spm"), "w", encoding="utf-8") as fout:
-            for line in fin:
-                fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")
+        if os.path.isfile(src):
+            encode_file(sp, src, os.path.join(args.out, f"{split}.spm"))
     print(f"sentencepiece model {prefix}.model ({sp.get_piece_size()} pieces); encoded splits in {args.out}")
 
 
@@ -68,15 +56,15 @@ def cmd_encode(args) -> None:
     """Encode text files with a sentencepiece model, one output file per input (FILE.spm)."""
     import sentencepiece as spm
 
+    from .corpus import encode_file
+
     if not os.path.isfile(args.spm):
         raise MagicError(f"sentencepiece model not found: {args.spm}")
     sp = spm.SentencePieceProcessor(model_file=args.spm)
     for path in args.inputs:
         if not os.path.isfile(path):
             raise MagicError(f"input file not found: {path}")
-        with open(path, encoding="utf-8") as fin, open(path + ".spm", "w", encoding="utf-8") as fout:
-            for line in fin:
-                fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")
+        encode_file(sp, path, path + ".spm")
         print(f"{path} -> {path}.spm")
 
 
@@ -87,7 +75,7 @@ def cmd_space(args) -> None:
     from fairseq.models import ARCH_CONFIG_REGISTRY
 
     from . import models  # noqa: F401  (registers the architectures)
-    from .models.supernet import space_from_args
+    from .checkpoint import supernet_space
 
     if args.arch not in ARCH_CONFIG_REGISTRY or not args.arch.startswith("magic_supernet"):
         raise MagicError(f"unknown super-net architecture '{args.arch}'")
@@ -98,7 +86,7 @@ def cmd_space(args) -> None:
         from .models.supernet import magic_supernet_base
 
         magic_supernet_base(ns)
-    space = space_from_args(ns)
+    space = supernet_space(ns)
     print(f"{args.arch}: {space.describe()}")
     print(f"{'operator':<10}{'parameters':>14}{'FLOPs@' + str(args.seq_len):>16}")
     for op in space.candidates:
@@ -119,8 +107,7 @@ def cmd_export(args) -> None:
 
 def cmd_derive(args) -> None:
     """The argmax child of a gradient-based search, as an architecture file."""
-    from .checkpoint import load_supernet_checkpoint
-    from .models.supernet import arch_weights_state
+    from .checkpoint import arch_weights_state, load_supernet_checkpoint
     from .relaxation import entropy_of, theta_from_state
     from .space import save_child
 
@@ -142,43 +129,23 @@ def cmd_derive(args) -> None:
     print(f"mean entropy {entropy_of(theta):.4f} nats; argmax child {space.format(child)} -> {args.out}")
 
 
-def load_supernet_for_scoring(args):
-    """The super-net of ``args.checkpoint`` on its device, its task, and the cached scoring batches."""
-    import torch
-    from fairseq import checkpoint_utils, utils
+def load_supernet_for_scoring(args, checkpoint: str):
+    """(model, task, space, batches) of ``checkpoint`` as the options of add_scoring_options say."""
+    from .scoring import load_for_scoring
 
-    from . import models  # noqa: F401
-    from .checkpoint import load_supernet_checkpoint
-    from .scoring import validation_batches
-
-    state, _, space = load_supernet_checkpoint(args.checkpoint, {"data": args.data} if args.data else None)
-    data = state["cfg"]["task"]["data"]
-    if not os.path.isfile(os.path.join(str(data).split(os.pathsep)[0], "dict.txt")):
-        raise MagicError(f"no dict.txt in data directory '{data}' (give --data, a fairseq-preprocess output)")
-    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint], state=state)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    model.to(device).eval()
-    if args.fp16:
-        model.half()
-    batches = [utils.apply_to_sample(lambda t: t.to(device), b)
-               for b in validation_batches(task, args.subset, args.sentences, args.batch_size)]
-    if not batches:
-        raise MagicError(f"no validation data in subset '{args.subset}' of {data}")
-    return model, task, space, batches
+    return load_for_scoring(checkpoint, args.data, args.subset, args.sentences, args.batch_size,
+                            cpu=args.cpu, fp16=args.fp16)
 
 
 def cmd_search(args) -> None:
     """Evolution or random search over a trained super-net under size limits."""
-    import json
-
     import numpy as np
     from tqdm import tqdm
 
-    from .search import Constraints, Limits, evolution, random_search
+    from .search import Constraints, Limits, evolution, random_search, write_results
     from .scoring import score_children
-    from .space import save_child
 
-    model, task, space, batches = load_supernet_for_scoring(args)
+    model, task, space, batches = load_supernet_for_scoring(args, args.checkpoint)
     limits = Limits(args.min_params, args.max_params, args.min_flops, args.max_flops, args.seq_len)
     constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions)
     results = {}
@@ -202,27 +169,9 @@ def cmd_search(args) -> None:
         random_search(score, constraints, rng, args.children)
     bar.close()
 
-    ranked = sorted(results, key=lambda c: results[c].value(args.metric), reverse=True)
-    top = [
-        {"arch": space.format(c), "loss": results[c].loss, "accuracy": results[c].accuracy,
-         "params": constraints.params(c), "flops": constraints.flops(c)}
-        for c in ranked[: args.top]
-    ]
-    os.makedirs(args.out, exist_ok=True)
-    record = {
-        "checkpoint": os.path.abspath(args.checkpoint), "algorithm": args.algorithm, "seed": args.seed,
-        "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "scored": len(results),
-        "limits": vars(limits), "space": space.to_dict(), "top": top,
-    }
-    with open(os.path.join(args.out, "search.json"), "w") as f:
-        json.dump(record, f, indent=2, default=float)
-    best_file = os.path.join(args.out, "best.json")
-    save_child(best_file, space, ranked[0], loss=results[ranked[0]].loss, accuracy=results[ranked[0]].accuracy,
-               params=constraints.params(ranked[0]), flops=constraints.flops(ranked[0]))
-    print(f"{'rank':>4}  {'loss':>7}  {'acc':>6}  {'params':>12}  {'GFLOPs':>8}  architecture")
-    for i, row in enumerate(top, 1):
-        print(f"{i:>4}  {row['loss']:>7.4f}  {row['accuracy']:>6.4f}  {row['params']:>12,}  {row['flops'] / 1e9:>8.3f}  {row['arch']}")
-    print(f"{len(results)} children scored; best architecture written to {best_file}")
+    settings = {"checkpoint": os.path.abspath(args.checkpoint), "algorithm": args.algorithm, "seed": args.seed,
+                "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "limits": vars(limits)}
+    print(write_results(results, constraints, args.metric, args.top, settings, args.out))
 
 
 def supernet_labels(labels: str, checkpoints) -> list:
@@ -235,182 +184,72 @@ def supernet_labels(labels: str, checkpoints) -> list:
 
 def cmd_interference(args) -> None:
     """Gradient cosine similarity of children on a shared operator (Fig. 2, 8)."""
-    import csv
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib.pyplot as plt
-
-    from .interference import measure
+    from .interference import measure, write_report
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     labels = supernet_labels(args.labels, checkpoints)
     layers = [int(x) for x in args.layers.split(",")]
-    os.makedirs(args.out, exist_ok=True)
     results = {}
     for label, checkpoint in zip(labels, checkpoints):
-        args.checkpoint = checkpoint
-        model, _, space, batches = load_supernet_for_scoring(args)
+        model, _, _, batches = load_supernet_for_scoring(args, checkpoint)
         for layer in layers:
-            res = measure(model, batches, layer, args.max_m, args.repeats, args.seed)
-            results[(label, layer)] = res
-            names = [space.candidates[c].name for c in space.layer_options[layer + 1]]  # the children's layer j+1
-            with open(os.path.join(args.out, f"{label}_layer{layer}_similarity.csv"), "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["candidate at layer j+1"] + names)
-                writer.writerows([[n] + [f"{v:.6f}" for v in row] for n, row in zip(names, res.matrix)])
+            res = results[(label, layer)] = measure(model, batches, layer, args.max_m, args.repeats, args.seed)
             logger.info(f"{label}, o_g in layer {layer}: mean similarity by m: "
                         + ", ".join(f"m={m}: {v:.4f}" for m, v in res.mean_by_m.items()))
-
-    # Fig. 2a/2b: heatmaps, one row per layer, one column per super-net
-    fig, axes = plt.subplots(len(layers), len(labels), figsize=(4.2 * len(labels), 3.8 * len(layers)), squeeze=False)
-    for (label, layer), res in results.items():
-        ax = axes[layers.index(layer)][labels.index(label)]
-        names = [space.candidates[c].name for c in space.layer_options[layer + 1]]
-        image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(names)), names, rotation=45)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_title(f"{label}: o_g in layer {layer}")
-        for i in range(len(names)):
-            for k in range(len(names)):
-                ax.text(k, i, f"{res.matrix[i, k]:.2f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "similarity_heatmaps.png"), dpi=120)
-    plt.close(fig)
-
-    # Fig. 2c / Fig. 8: mean similarity against m
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    with open(os.path.join(args.out, "similarity_vs_m.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["supernet", "layer", "m", "mean_similarity"])
-        for (label, layer), res in results.items():
-            ms = sorted(res.mean_by_m)
-            writer.writerows([[label, layer, m, f"{res.mean_by_m[m]:.6f}"] for m in ms])
-            ax.plot(ms, [res.mean_by_m[m] for m in ms], marker="o", label=f"{label}, layer {layer}")
-    ax.set_xticks(range(1, args.max_m + 1))
-    ax.set_xlabel("m (layers in which the children differ)")
-    ax.set_ylabel("mean gradient cosine similarity")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "similarity_vs_m.png"), dpi=120)
-    plt.close(fig)
-    with open(os.path.join(args.out, "interference.json"), "w") as f:
-        json.dump({f"{label}/layer{layer}": {"matrix": res.matrix.tolist(), "mean_by_m": res.mean_by_m,
-                                             "candidates": names} for (label, layer), res in results.items()}, f, indent=1)
-    print(f"{'super-net':<16}{'layer':>6}" + "".join(f"{'m=' + str(m):>9}" for m in range(1, args.max_m + 1)))
-    for (label, layer), res in results.items():
-        print(f"{label:<16}{layer:>6}" + "".join(f"{res.mean_by_m[m]:>9.4f}" for m in range(1, args.max_m + 1)))
+    print(write_report(results, args.out))
     print(f"matrices, plots and CSV files in {args.out}")
 
 
 def cmd_rank_sample(args) -> None:
-    from . import rank
+    from . import rank_correlation
     from .checkpoint import load_supernet_checkpoint
 
     _, _, space = load_supernet_checkpoint(args.checkpoint)
     if args.list:
         with open(args.list) as f:
             children = [space.parse(line.strip()) for line in f if line.strip()]
-        names = rank.write_children(space, children, args.out)
+        names = rank_correlation.write_children(space, children, args.out)
     else:
-        names = rank.sample_children(space, args.seed, args.children, args.out)
+        names = rank_correlation.sample_children(space, args.seed, args.children, args.out)
     print(f"{len(names)} children of {space.describe()} written to {args.out}")
 
 
 def cmd_rank_train(args) -> None:
     import shlex
 
-    from . import rank
+    from . import rank_correlation
 
     if bool(args.finetune_data) != bool(args.finetune_args):
         raise MagicError("--finetune-data and --finetune-args go together")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds or len(set(seeds)) != len(seeds):
         raise MagicError(f"--seeds must list distinct integers, got '{args.seeds}'")
-    truth = rank.train_children(args.dir, args.data, shlex.split(args.train_args), args.finetune_data,
+    truth = rank_correlation.train_children(args.dir, args.data, shlex.split(args.train_args), args.finetune_data,
                                 shlex.split(args.finetune_args), seeds=seeds, jobs=args.jobs, log=logger.info)
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
     for metric in ("valid_loss", "finetune_accuracy"):
         names = [n for n, r in truth.items() if metric in r]
-        print_ceiling(rank.seed_agreement(truth, names, metric), metric)
-
-
-def print_ceiling(agreement, metric: str) -> None:
-    """The ground truth's own noise, printed beside every rank table."""
-    if agreement is None:
-        print(f"ceiling ({metric}): unknown, one seed per child (train with --seeds 1,2 to measure it)")
-        return
-    print(f"ceiling ({metric}): the same {agreement['children']} children trained with {agreement['seeds']} seeds "
-          f"agree with Kendall's tau {agreement['tau']:.3f} (mean |difference| {agreement['mean_abs_diff']:.4f} after a "
-          f"common offset of {agreement['seed_offset']:.4f}; span of the means {agreement['span']:.4f})")
+        print(rank_correlation.format_ceiling(rank_correlation.seed_agreement(truth, names, metric), metric))
 
 
 def cmd_rank_correlate(args) -> None:
     """Kendall's tau of each super-net's estimates against stand-alone training (Table 1)."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    import matplotlib.pyplot as plt
-
-    from . import rank
+    from . import rank_correlation
     from .scoring import score_children
 
-    space, children = rank.read_children(args.dir)
-    truth = rank.read_truth(args.dir)
+    space, children = rank_correlation.read_children(args.dir)
+    truth = rank_correlation.read_truth(args.dir)
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
     if len(names) < len(children):
         logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
     labels = supernet_labels(args.labels, args.checkpoints)
-    os.makedirs(args.out, exist_ok=True)
-    gt = [rank.GROUND_TRUTHS[args.ground_truth] * truth[n][args.ground_truth] for n in names]  # higher is better
-    rows = []
-    for i, (label, checkpoint) in enumerate(zip(labels, args.checkpoints)):
-        args.checkpoint = checkpoint
-        model, _, net_space, batches = load_supernet_for_scoring(args)
+    estimates = []
+    for checkpoint in args.checkpoints:
+        model, _, net_space, batches = load_supernet_for_scoring(args, checkpoint)
         if net_space != space:
             raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
-        estimates = [-s.loss for s in score_children(model, model, [children[n] for n in names], batches)]
-        rows.append(dict(rank.correlation(estimates, gt), label=label, checkpoint=checkpoint, estimates=estimates))
-        fig, ax = plt.subplots(figsize=(4, 3.6))
-        ax.scatter(gt, estimates, s=14)
-        ax.set_xlabel("stand-alone: " + ("- validation loss (bits)" if args.ground_truth == "valid_loss" else "fine-tuned accuracy"))
-        ax.set_ylabel("super-net estimate: - loss (bits)")
-        ax.set_title(f"{label}: tau {rows[-1]['tau']:.2f}")
-        fig.tight_layout()
-        suffix = f"_{labels[:i].count(label) + 1}" if labels.count(label) > 1 else ""
-        fig.savefig(os.path.join(args.out, f"scatter_{label}{suffix}.png"), dpi=120)
-        plt.close(fig)
-    grouped = {}
-    for row in rows:
-        grouped.setdefault(row["label"], []).append(row["estimates"])
-    methods = rank.compare_methods(grouped, gt)
-    ceiling = rank.seed_agreement(truth, names, args.ground_truth)
-    with open(os.path.join(args.out, "rank.json"), "w") as f:
-        json.dump({"children": names, "ground_truth": gt, "ceiling": ceiling, "supernets": rows,
-                   "methods": methods}, f, indent=1)
-    print(f"Kendall's tau over {len(names)} children (estimate: negative shared-weight validation loss)")
-    print(f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}  checkpoint")
-    for r in rows:
-        print(f"{r['label']:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}  {r['checkpoint']}")
-    if any(m["n"] > 1 for m in methods.values()) or len(methods) > 1:
-        base = next(iter(methods))
-        print(f"\n{'method':<16}{'n':>3}{'mean tau':>10}{'sd':>8}{'vs ' + base:>12}{'Welch p':>9}"
-              f"{'bootstrap 95% CI':>20}{'P(<=)':>7}")
-        for label, m in methods.items():
-            line = f"{label:<16}{m['n']:>3}{m['mean']:>10.3f}{m['sd']:>8.3f}"
-            if "diff" in m:
-                ci = f"[{m['boot_lo']:+.3f}, {m['boot_hi']:+.3f}]"
-                p = f"{m['welch_p']:.2g}" if "welch_p" in m else "-"
-                line += f"{m['diff']:>+12.3f}{p:>9}{ci:>20}{m['boot_p']:>7.3f}"
-            print(line)
-    print_ceiling(ceiling, args.ground_truth)
+        estimates.append([-s.loss for s in score_children(model, model, [children[n] for n in names], batches)])
+    print(rank_correlation.write_report(truth, names, labels, args.checkpoints, estimates, args.ground_truth, args.out))
 
 
 def add_unsafe_option(p) -> None:

@@ -5,6 +5,8 @@ the docstrings of whatever Python packages are installed (torch, numpy, scipy,
 fairseq, the standard library...), one paragraph per line, de-duplicated,
 shuffled with a seed and split into train/valid/test.  ``--corpus PATH`` (plain
 text, one paragraph or sentence per line) replaces it with the user's own.
+``train_sentencepiece`` and ``encode_file`` turn it into the pieces that
+``fairseq-preprocess`` binarises.
 """
 
 import ast
@@ -17,6 +19,8 @@ import sys
 import sysconfig
 import warnings
 from typing import Dict, Iterable, Iterator, List, Sequence
+
+from .errors import MagicError
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +122,6 @@ def topic_dataset(out_dir: str, per_label: int = 1500, dev_fraction: float = 0.2
         by_label[label] = texts
     n = min(per_label, *(len(v) for v in by_label.values()))
     if n < 20:
-        from .errors import MagicError
-
         raise MagicError(f"too few docstring paragraphs for the topic data set ({n} per label)")
     rng = random.Random(seed)
     rows = [(text, label) for label, texts in by_label.items() for text in rng.sample(texts, n)]
@@ -136,8 +138,6 @@ def topic_dataset(out_dir: str, per_label: int = 1500, dev_fraction: float = 0.2
 
 def read_lines(path: str) -> List[str]:
     if not os.path.isfile(path):
-        from .errors import MagicError
-
         raise MagicError(f"corpus file not found: {path}")
     with open(path, encoding="utf-8") as f:
         return [_WS.sub(" ", line).strip() for line in f if line.strip()]
@@ -186,3 +186,26 @@ def synthetic_corpus(path: str, lines: int, seed: int, vocab: int = 60) -> None:
                 sentence.append(rng.choice(successors[sentence[-1]]))
             f.write(" ".join(sentence) + "\n")
 
+
+
+def train_sentencepiece(train: str, prefix: str, vocab_size: int, max_sentences: int = 200000):
+    """A unigram sentencepiece model of ``train`` at ``prefix``.model; its processor."""
+    import sentencepiece as spm
+
+    try:
+        spm.SentencePieceTrainer.train(
+            input=train, model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
+            character_coverage=1.0, input_sentence_size=max_sentences, shuffle_input_sentence=True,
+            hard_vocab_limit=False,  # a small corpus gets the vocabulary it supports
+            bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1, num_threads=os.cpu_count() or 1, minloglevel=2,
+        )
+    except RuntimeError as err:
+        raise MagicError(f"sentencepiece training failed: {str(err).strip().splitlines()[-1]}") from None
+    return spm.SentencePieceProcessor(model_file=prefix + ".model")
+
+
+def encode_file(sp, src: str, dst: str) -> None:
+    """Each line of ``src`` as space-separated pieces, one line of ``dst`` each (what fairseq-preprocess reads)."""
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for line in fin:
+            fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")

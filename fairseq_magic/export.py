@@ -15,14 +15,13 @@ import torch
 from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
-from .checkpoint import load_supernet_checkpoint
-from .models.child import CHILD_SPEC_KEY
-from .models.supernet import ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, encode_json, resolve_child
+from .checkpoint import (
+    ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, SEARCH_STATE_KEY, child_spec, encode_json, load_supernet_checkpoint,
+)
+from .models.supernet import resolve_child
 from .modules.entangled import slice_state
 from .space import Child, SearchSpace
 
-SPEC_KEYS = ("child_arch", "encoder_embed_dim", "encoder_ffn_embed_dim", "attention_qkv_dim", "embed_factor_dim",
-             "attention_head_dim")
 _CANDIDATE_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)candidates\.(\d+)\.(.*)$")
 _KIND_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)kinds\.([A-Z]+)\.(.*)$")  # weight-entangled layers
 
@@ -52,11 +51,7 @@ def child_model_cfg(supernet_cfg, space: SearchSpace, child: Child) -> dict:
     keep = ("dropout", "attention_dropout", "activation_dropout", "activation_fn", "pooler_activation_fn",
             "pooler_dropout", "max_positions", "untie_weights_roberta", "spectral_norm_classification_head")
     cfg = {k: supernet_cfg[k] for k in keep if k in supernet_cfg}
-    cfg.update(
-        _name="magic_child", child_arch=space.format(child), encoder_embed_dim=space.hidden_dim,
-        encoder_ffn_embed_dim=space.ffn_dim, attention_qkv_dim=space.qkv_dim, embed_factor_dim=space.embed_dim,
-        attention_head_dim=space.head_dim,
-    )
+    cfg.update(_name="magic_child", **child_spec(space, child))
     return cfg
 
 
@@ -71,7 +66,7 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str) -> dict:
     cfg["task"]["_name"] = "masked_lm"
     cfg["criterion"] = {"_name": "masked_lm", "tpu": False}
     weights = child_state_dict(state["model"], child, space)
-    weights[CHILD_SPEC_KEY] = encode_json({k: v for k, v in cfg["model"].items() if k in SPEC_KEYS})
+    weights[CHILD_SPEC_KEY] = encode_json(child_spec(space, child))
     exported = {
         "args": None,
         "cfg": cfg,

@@ -13,18 +13,21 @@ on o_g's parameters only: the super-net's weights and ``.grad`` are untouched,
 and two runs give identical numbers.
 """
 
+import csv
+import json
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import MagicError
-from .samplers import rng_for, uniform_child
+from .figures import pyplot
+from .mlm_loss import masked_lm_loss
+from .samplers import uniform_child
+from .streams import STREAM_INTERFERENCE, rng_for
 from .space import Child
-
-STREAM_INTERFERENCE = 6
 
 
 def gradient(supernet, child: Child, params: Sequence[torch.nn.Parameter], batches: Sequence[dict]) -> torch.Tensor:
@@ -37,9 +40,7 @@ def gradient(supernet, child: Child, params: Sequence[torch.nn.Parameter], batch
     try:
         with supernet.child_context(child):
             for sample in batches:
-                masked = sample["target"].ne(pad)
-                logits = supernet(**sample["net_input"], masked_tokens=masked)[0].float()
-                loss = F.cross_entropy(logits, sample["target"][masked], reduction="sum")
+                loss = masked_lm_loss(supernet, sample, pad).loss
                 for t, g in zip(total, torch.autograd.grad(loss, params)):
                     t += g.double()
     finally:
@@ -73,7 +74,8 @@ def differing_children(base: Child, layer: int, m: int, options: Sequence[Sequen
 @dataclass
 class InterferenceResult:
     layer: int
-    matrix: np.ndarray  # m = 1, averaged over repeats; rows/columns = candidate at layer+1
+    candidates: List[str]  # the candidates of layer+1, in the order of the matrix's rows and columns
+    matrix: np.ndarray  # m = 1, averaged over repeats
     mean_by_m: Dict[int, float]  # mean off-diagonal similarity for children differing in m layers
 
 
@@ -99,6 +101,7 @@ def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: 
             matrices[m].append(cosine_matrix([gradient(supernet, c, params, batches) for c in children]))
     return InterferenceResult(
         layer=layer,
+        candidates=[space.candidates[c].name for c in space.layer_options[layer + 1]],
         matrix=np.mean(matrices[1], axis=0),
         mean_by_m={m: float(np.mean([off_diagonal_mean(x) for x in ms])) for m, ms in matrices.items()},
     )
@@ -119,3 +122,60 @@ def sample_similarity(supernet, batches: Sequence[dict], rng: np.random.Generato
     children = [tuple(base[: j + 1] + [int(c)] + base[j + 2:]) for c in pair]
     params = supernet.operator_parameters(j, base[j])
     return j, float(cosine_matrix([gradient(supernet, c, params, batches) for c in children])[0, 1])
+
+
+def write_report(results: Dict[Tuple[str, int], InterferenceResult], out: str) -> str:
+    """Write Fig. 2a/2b (heatmaps, one row per layer, one column per super-net),
+    Fig. 2c / 8 (mean similarity against m), their CSV files and
+    ``interference.json`` to ``out``; return the table of means by m.
+    ``results`` is keyed by (super-net label, layer)."""
+    plt = pyplot()
+    labels = list(dict.fromkeys(label for label, _ in results))
+    layers = list(dict.fromkeys(layer for _, layer in results))
+    max_m = max(max(res.mean_by_m) for res in results.values())
+    os.makedirs(out, exist_ok=True)
+    for (label, layer), res in results.items():
+        with open(os.path.join(out, f"{label}_layer{layer}_similarity.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["candidate at layer j+1"] + res.candidates)
+            writer.writerows([[n] + [f"{v:.6f}" for v in row] for n, row in zip(res.candidates, res.matrix)])
+
+    fig, axes = plt.subplots(len(layers), len(labels), figsize=(4.2 * len(labels), 3.8 * len(layers)), squeeze=False)
+    for (label, layer), res in results.items():
+        ax = axes[layers.index(layer)][labels.index(label)]
+        names = res.candidates
+        image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=45)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(f"{label}: o_g in layer {layer}")
+        for i in range(len(names)):
+            for k in range(len(names)):
+                ax.text(k, i, f"{res.matrix[i, k]:.2f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "similarity_heatmaps.png"), dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    with open(os.path.join(out, "similarity_vs_m.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["supernet", "layer", "m", "mean_similarity"])
+        for (label, layer), res in results.items():
+            ms = sorted(res.mean_by_m)
+            writer.writerows([[label, layer, m, f"{res.mean_by_m[m]:.6f}"] for m in ms])
+            ax.plot(ms, [res.mean_by_m[m] for m in ms], marker="o", label=f"{label}, layer {layer}")
+    ax.set_xticks(range(1, max_m + 1))
+    ax.set_xlabel("m (layers in which the children differ)")
+    ax.set_ylabel("mean gradient cosine similarity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "similarity_vs_m.png"), dpi=120)
+    plt.close(fig)
+    with open(os.path.join(out, "interference.json"), "w") as f:
+        json.dump({f"{label}/layer{layer}": {"matrix": res.matrix.tolist(), "mean_by_m": res.mean_by_m,
+                                             "candidates": res.candidates}
+                   for (label, layer), res in results.items()}, f, indent=1)
+    lines = [f"{'super-net':<16}{'layer':>6}" + "".join(f"{'m=' + str(m):>9}" for m in range(1, max_m + 1))]
+    for (label, layer), res in results.items():
+        lines.append(f"{label:<16}{layer:>6}" + "".join(f"{res.mean_by_m[m]:>9.4f}" for m in range(1, max_m + 1)))
+    return "\n".join(lines)

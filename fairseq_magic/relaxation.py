@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from .errors import MagicError
-from .samplers import STREAM_ARCH_BATCHES, rng_for
-from .scoring import rank_and_world
+from .streams import STREAM_ARCH_BATCHES, rank_and_world, rng_for
 
 ARCH_OPTIMIZERS = ("darts-adam", "darts-sgd", "gaea")
 RELAXATIONS = ("none", "mixture", "gdas")

@@ -12,26 +12,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .space import Child, SearchSpace, SpaceError
+from .streams import STREAM_INITIAL_CHILD, STREAM_TRAIN, STREAM_VALID_CHILDREN, rng_for
 
 # The candidates still allowed in each layer of a shrunk space (None: all of them).
 Allowed = Optional[Sequence[Sequence[int]]]
-
-
-def rng_for(seed: int, *keys: int) -> np.random.Generator:
-    """An independent generator for (seed, keys...): no global RNG is touched."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, keys)]))
-
-
-# Streams drawn from one seed; distinct keys keep them independent.
-STREAM_TRAIN = 0
-STREAM_VALID_CHILDREN = 1
-STREAM_INITIAL_CHILD = 2
-STREAM_ANCHOR = 3
-STREAM_AVERAGE_TARGET = 4
-STREAM_SHRINK = 5
-# 6: interference.py, 7: rank.py
-STREAM_GUMBEL = 8
-STREAM_ARCH_BATCHES = 9
 
 
 def uniform_child(space: SearchSpace, rng: np.random.Generator, allowed: Allowed = None) -> Child:

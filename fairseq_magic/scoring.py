@@ -10,6 +10,7 @@ children on the same sentences.
 """
 
 import math
+import os
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -17,7 +18,10 @@ import numpy as np
 import torch
 from fairseq import utils
 
+from .errors import MagicError
+from .mlm_loss import masked_lm_loss
 from .space import Child
+from .streams import rank_and_world
 
 
 @dataclass
@@ -34,12 +38,6 @@ class ChildScore:
         """Val per sentence (those with masked tokens), in the units of :meth:`value`."""
         s = self.per_sentence[self.per_sentence[:, 2] > 0]
         return s[:, 1] / s[:, 2] if metric == "accuracy" else -s[:, 0] / s[:, 2] / math.log(2)
-
-
-def rank_and_world():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def validation_batches(task, subset: str, sentences: int, batch_size: int, split_ranks: bool = True) -> List[dict]:
@@ -76,16 +74,14 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
             with supernet.child_context(child):
                 for sample in batches:
                     sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-                    masked = sample["target"].ne(pad)  # (B, T)
-                    if not masked.any():
+                    if not sample["target"].ne(pad).any():
                         continue
-                    logits = supernet(**sample["net_input"], masked_tokens=masked)[0].float()
-                    target = sample["target"][masked]
-                    rows = sample["id"][masked.nonzero()[:, 0]]  # the sentence of each masked token
+                    out = masked_lm_loss(supernet, sample, pad, reduction="none")
+                    rows = sample["id"][out.masked.nonzero()[:, 0]]  # the sentence of each masked token
                     per_token = torch.stack([
-                        torch.nn.functional.cross_entropy(logits, target, reduction="none"),
-                        (logits.argmax(-1) == target).float(),
-                        torch.ones_like(target, dtype=torch.float),
+                        out.loss,
+                        (out.logits.argmax(-1) == out.targets).float(),
+                        torch.ones_like(out.loss),
                     ], dim=1).double()  # (masked tokens, 3)
                     sums[i].index_add_(0, rows, per_token)
     finally:
@@ -99,3 +95,29 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
         scores.append(ChildScore(loss=float(loss / max(count, 1) / math.log(2)), accuracy=float(correct / max(count, 1)),
                                  per_sentence=s))
     return scores
+
+
+def load_for_scoring(checkpoint: str, data: str = "", subset: str = "valid", sentences: int = 512,
+                     batch_size: int = 32, cpu: bool = False, fp16: bool = False):
+    """A super-net checkpoint ready to score children: (model in eval mode on its
+    device, its task, its space, the first ``sentences`` of ``subset`` collated and
+    on the device). ``data`` replaces the data directory the checkpoint records."""
+    from fairseq import checkpoint_utils
+
+    from . import models  # noqa: F401  (registers the architectures)
+    from .checkpoint import load_supernet_checkpoint
+
+    state, _, space = load_supernet_checkpoint(checkpoint, {"data": data} if data else None)
+    data = state["cfg"]["task"]["data"]
+    if not os.path.isfile(os.path.join(str(data).split(os.pathsep)[0], "dict.txt")):
+        raise MagicError(f"no dict.txt in data directory '{data}' (give --data, a fairseq-preprocess output)")
+    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], state=state)
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    model.to(device).eval()
+    if fp16:
+        model.half()
+    batches = [utils.apply_to_sample(lambda t: t.to(device), b)
+               for b in validation_batches(task, subset, sentences, batch_size)]
+    if not batches:
+        raise MagicError(f"no validation data in subset '{subset}' of {data}")
+    return model, task, space, batches

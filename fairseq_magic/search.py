@@ -14,7 +14,9 @@ probability ``mutation_prob``) and half by uniform crossover of two parents,
 all seeded.
 """
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -22,7 +24,8 @@ import numpy as np
 
 from .errors import MagicError
 from .samplers import uniform_child
-from .space import Child, SearchSpace
+from .scoring import ChildScore
+from .space import Child, SearchSpace, save_child
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +171,30 @@ def random_search(score, constraints: Constraints, rng: np.random.Generator, cou
     seen: set = set()
     children = _offspring(lambda: constraints.sample(rng), constraints, seen, count)
     return dict(zip(children, score(children)))
+
+
+def write_results(results: Dict[Child, ChildScore], constraints: Constraints, metric: str, top: int,
+                  settings: Dict, out: str) -> str:
+    """Write ``search.json`` (the ``top`` children with scores, sizes and FLOPs, and
+    ``settings``) and ``best.json`` (the best child's architecture file) to ``out``;
+    return the table of the top children."""
+    space = constraints.space
+    ranked = sorted(results, key=lambda c: results[c].value(metric), reverse=True)
+    rows = [
+        {"arch": space.format(c), "loss": results[c].loss, "accuracy": results[c].accuracy,
+         "params": constraints.params(c), "flops": constraints.flops(c)}
+        for c in ranked[:top]
+    ]
+    os.makedirs(out, exist_ok=True)
+    record = {**settings, "scored": len(results), "space": space.to_dict(), "top": rows}
+    with open(os.path.join(out, "search.json"), "w") as f:
+        json.dump(record, f, indent=2, default=float)
+    best, best_file = ranked[0], os.path.join(out, "best.json")
+    save_child(best_file, space, best, loss=results[best].loss, accuracy=results[best].accuracy,
+               params=constraints.params(best), flops=constraints.flops(best))
+    lines = [f"{'rank':>4}  {'loss':>7}  {'acc':>6}  {'params':>12}  {'GFLOPs':>8}  architecture"]
+    for i, row in enumerate(rows, 1):
+        lines.append(f"{i:>4}  {row['loss']:>7.4f}  {row['accuracy']:>6.4f}  {row['params']:>12,}  "
+                     f"{row['flops'] / 1e9:>8.3f}  {row['arch']}")
+    lines.append(f"{len(results)} children scored; best architecture written to {best_file}")
+    return "\n".join(lines)

@@ -1,7 +1,6 @@
 """Shared fixtures: tiny generated data and helpers that run fairseq's real CLI."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -125,3 +124,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def launch_ranks(data_bin, save_dir, log, max_update, world=2, extra=()):
+    """Train the tiny super-net as ``world`` gloo ranks (each writing its child log); their output."""
+    cmds = gloo_rank_commands(data_bin, save_dir, world, "--max-update", str(max_update), "--child-log", log, *extra)
+    procs = [subprocess.Popen(c, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    return outs
+
+
+def build(data_bin, *extra):
+    """(cfg, task, model) of the tiny super-net, through fairseq's own option parsing."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [data_bin, *COMMON, *TINY, "--save-dir", "unused", *extra])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    return cfg, task, task.build_model(cfg.model)
+
+
+def batch(model, seed=0, batch_size=3, length=12):
+    """Random token ids of the model's dictionary, each row starting with <s>."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = len(model.encoder.dictionary)
+    tokens = torch.randint(4, vocab, (batch_size, length), generator=g)
+    tokens[:, 0] = 0  # <s>
+    return tokens

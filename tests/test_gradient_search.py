@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_one_error_line, fairseq_train, load_state, magic, read_child_log, train_log
+from conftest import (
+    assert_one_error_line, batch, build, fairseq_train, launch_ranks, load_state, magic, read_child_log, train_log,
+)
 from fairseq_magic.errors import MagicError
-from fairseq_magic.models.supernet import arch_weights_state
-from fairseq_magic.modules.entangled import EntangledConv, EntangledFeedForward, size_mask
+from fairseq_magic.checkpoint import arch_weights_state
+from fairseq_magic.modules.operators import FeedForward, SeparableConv, size_mask
 from fairseq_magic.relaxation import ArchitectureWeights, entropy_of, gumbel_noise, theta_from_state
 from fairseq_magic.space import SearchSpace, load_child
-from test_model import batch, build
 
 ENTANGLED = ["--weight-entanglement", "--candidate-ops", "MHA2,MHA4,FFN32,FFN64,CONV3,CONV5",
              "--attention-qkv-dim", "32"]
@@ -144,7 +145,7 @@ def test_superposition_is_one_forward_with_the_weighted_sum_of_padded_slices():
     torch.manual_seed(0)
     x = torch.randn(7, 2, 16)
     weights = torch.tensor([0.2, 0.5, 0.3])
-    ffn = EntangledFeedForward(16, 48, "gelu", 0.0)
+    ffn = FeedForward(16, 48, "gelu", 0.0)
     sizes = [12, 30, 48]
     pad = lambda w, d: F.pad(w[:d], (0, 0, 0, w.size(0) - d))  # zero rows beyond d  # noqa: E731
     w1 = sum(t * pad(ffn.fc1.weight, d) for t, d in zip(weights, sizes))
@@ -153,7 +154,7 @@ def test_superposition_is_one_forward_with_the_weighted_sum_of_padded_slices():
     expected = F.linear(F.gelu(F.linear(x, w1, b1)), w2, ffn.fc2.bias)
     assert torch.allclose(ffn(x, None, sizes, weights), expected, atol=1e-6)
 
-    conv = EntangledConv(16, 7)
+    conv = SeparableConv(16, 7)
     kernel = sum(t * F.pad(conv.depthwise.weight[:, :, 3 - k // 2:4 + k // 2], (3 - k // 2, 3 - k // 2))
                  for t, k in zip(weights, [3, 5, 7]))
     h = conv.in_proj(x).permute(1, 2, 0)
@@ -255,8 +256,6 @@ def test_relaxed_search_resumes_exactly(data_bin, tmp_path):
 
 
 def test_relaxed_search_two_gloo_ranks_agree(data_bin, tmp_path):
-    from test_train import launch_ranks
-
     log = str(tmp_path / "c.jsonl")
     launch_ranks(data_bin, str(tmp_path), log, 4, extra=["--relaxation", "mixture", "--arch-lr", "20"])
     rank0, rank1 = read_child_log(log), read_child_log(log + ".rank1")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import magic
+from conftest import fairseq_train, magic
 from fairseq_magic.errors import MagicError
 from fairseq_magic.interference import cosine_matrix, differing_children, gradient, measure
 from fairseq_magic.scoring import validation_batches
@@ -69,3 +69,16 @@ def test_interference_command_compares_two_supernets(supernet, tmp_path):
     summary = json.loads((tmp_path / "interference.json").read_text())
     assert summary["a/layer0"] == summary["b/layer0"]  # the same checkpoint twice: the same numbers
     assert "matrices, plots and CSV files in" in proc.stdout
+
+
+def test_interference_names_each_layers_own_candidates_in_a_grouped_space(data_bin, tmp_path):
+    """In a grouped space layer j+1's candidates depend on j: each matrix is labelled with its own."""
+    fairseq_train(data_bin, str(tmp_path / "net"), "--max-update", "2", "--candidate-ops", "MHA2,MHA4|FFN16,FFN32,FFN")
+    magic("interference", "--checkpoint", str(tmp_path / "net" / "checkpoint_last.pt"), "--labels", "g",
+          "--layers", "0,1", "--repeats", "1", "--sentences", "8", "--out", str(tmp_path / "out"))
+    summary = json.loads((tmp_path / "out" / "interference.json").read_text())
+    assert summary["g/layer0"]["candidates"] == ["FFN16", "FFN32", "FFN"]  # layer 1 takes the FFN group
+    assert summary["g/layer1"]["candidates"] == ["MHA2", "MHA4"]  # layer 2 the MHA group
+    assert len(summary["g/layer0"]["matrix"]) == 3 and len(summary["g/layer1"]["matrix"]) == 2
+    header = (tmp_path / "out" / "g_layer1_similarity.csv").read_text().splitlines()[0]
+    assert header == "candidate at layer j+1,MHA2,MHA4"

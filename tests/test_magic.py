@@ -6,11 +6,12 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from conftest import assert_one_error_line, fairseq_train, load_state, read_child_log, train_log
-from fairseq_magic.alignment import aligned_layers, masked_mse
+from conftest import assert_one_error_line, batch, build, fairseq_train, launch_ranks, load_state, read_child_log, train_log
+from fairseq_magic.alignment import aligned_layers
 from fairseq_magic.anchor import Anchor, paired_comparison
 from fairseq_magic.errors import MagicError
 from fairseq_magic.scoring import score_children
+from fairseq_magic.search_state import SearchState
 from fairseq_magic.samplers import GradualSampler, build_sampler
 from fairseq_magic.space import SearchSpace, SpaceError, hamming
 
@@ -64,10 +65,10 @@ def test_gradual_k_out_of_range_is_a_clear_error(k):
 
 
 def test_top_p_anchor_policy():
-    search_state = {}
+    search_state = SearchState()
     anchor = Anchor(SPACE, search_state, seed=0)
     anchor.set((0,) * 6)
-    state = search_state["anchor"]
+    state = search_state.anchor
     children = [tuple((i >> (2 * j)) & 3 for j in range(6)) for i in range(1, 10)] + [(0,) * 6]  # anchor last
     scores = list(range(10))  # the anchor scores best (9): top 0%
     assert anchor.choose_top_p(children, scores, p=30, r=10)  # 0% is outside 20..40%: replaced
@@ -80,7 +81,7 @@ def test_top_p_anchor_policy():
 def test_replacing_the_anchor_needs_an_improvement_beyond_noise():
     """A paired test on per-sentence scores: the mean improvement must exceed z
     standard errors; z = 0 is the old rule (any improvement)."""
-    anchor = Anchor(SPACE, {}, seed=0)
+    anchor = Anchor(SPACE, SearchState(), seed=0)
     anchor.set((0,) * 6)
     rng = np.random.default_rng(0)
     base = rng.normal(-9.0, 0.5, size=200)  # per-sentence Val of the anchor
@@ -108,17 +109,15 @@ def test_aligned_layers_every_b_without_the_final_layer():
 def test_first_anchor_is_the_best_of_the_scored_children(data_bin, caplog):
     """When alignment starts, the anchor is the best of --anchor-init-children
     children scored with the shared weights on the scoring sentences."""
-    from test_model import build
-
     _, task, model = build(data_bin, *AT, "--anchor-init-children", "7")
     alignment = task.alignment
-    model.set_child(task.child_for_update(0))
+    model.set_child(task.strategy.child_for_update(0))
     assert alignment.anchor_arch is None  # nothing chosen before alignment starts
     with caplog.at_level("INFO"):
         alignment.begin_update(model, 0)  # what train_step calls before the update's forward
     children = alignment.anchor.initial_children(7)
     assert len(set(children)) == 7
-    scores = [s.loss for s in score_children(model, model, children, task._scoring_batches())]
+    scores = [s.loss for s in score_children(model, model, children, task.strategy.scoring_batches())]
     assert alignment.anchor.child == children[int(np.argmin(scores))]
     assert alignment.anchor.score == pytest.approx(-min(scores))
     line = next(r.getMessage() for r in caplog.records if "children scored with the shared weights" in r.getMessage())
@@ -131,8 +130,6 @@ def test_first_anchor_is_the_best_of_the_scored_children(data_bin, caplog):
 def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
     """align_loss / sample_size equals the mean MSE summed over the aligned
     layers, and duplicating the batch leaves it unchanged."""
-    from test_model import batch, build
-
     cfg, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0",
                              "--align-dropout", "train-eval", "--anchor-arch", "FFN,MHA2,CONV3,FFN,CONV5,MHA2")
     criterion = task.build_criterion(cfg.criterion)
@@ -142,7 +139,7 @@ def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
     target = torch.full_like(tokens, model.encoder.dictionary.pad())
     target[:, 3:7] = tokens[:, 3:7]
     sample = {"net_input": {"src_tokens": tokens}, "target": target, "ntokens": 64, "nsentences": 4}
-    model.set_child(task.child_for_update(0))
+    model.set_child(task.strategy.child_for_update(0))
     task.alignment.begin_update(model, 0)
     _, sample_size, log = criterion(model, sample)
     per_token = float(log["align_loss"]) / float(sample_size)
@@ -163,8 +160,6 @@ def test_clean_alignment_measures_representations_not_dropout(data_bin, mode):
     child's aligned states come from a dropout-free forward), the train-eval term is
     the dropout floor. Against another anchor the clean term is positive and has a
     gradient on the child's weights."""
-    from test_model import batch, build
-
     arch = "FFN,MHA2,CONV3,FFN,CONV5,MHA2"
     for anchor, expect_zero in ((arch, mode == "clean"), ("MHA2,FFN,CONV5,MHA2,CONV3,FFN", False)):
         cfg, task, model = build(data_bin, *AT, "--dropout", "0.3", "--align-dropout", mode, "--anchor-arch", anchor)
@@ -186,8 +181,6 @@ def test_clean_alignment_measures_representations_not_dropout(data_bin, mode):
 
 
 def test_lambda_schedule(data_bin):
-    from test_model import build
-
     _, task, _ = build(data_bin, *AT, "--max-update", "100", "--align-lambda-schedule", "linear-decay",
                        "--align-decay-fraction", "0.25")
     weights = []
@@ -237,6 +230,8 @@ def test_magic_a_logs_mlm_and_alignment_losses_after_warmup(data_bin, tmp_path):
     records = train_log(proc)
     assert all("align_loss" not in r for r in records[:4])
     assert all(float(r["align_loss"]) > 0 and "mlm_loss" in r for r in records[4:])
+    # perplexity is the masked-LM loss's, not the total's (which carries the alignment term)
+    assert all(float(r["ppl"]) == pytest.approx(2 ** float(r["mlm_loss"]), rel=1e-3) for r in records[4:])
     out = proc.stdout + proc.stderr
     assert "anchor kept against" in out or "anchor replaced by" in out
     assert "anchor_eval_s" in records[7]  # the cost of scoring is in the log
@@ -283,8 +278,6 @@ def test_first_anchor_chosen_after_a_resume_is_the_uninterrupted_runs(data_bin, 
 
 
 def test_magic_at_two_gloo_ranks_agree(data_bin, tmp_path):
-    from test_train import launch_ranks
-
     log = str(tmp_path / "children.jsonl")
     launch_ranks(data_bin, str(tmp_path), log, 6, extra=AT)
     rank0, rank1 = read_child_log(log), read_child_log(log + ".rank1")
@@ -326,3 +319,18 @@ def test_top_p_policy_at_epoch_ends_resumes_exactly(data_bin, tmp_path):
     state = load_state(str(full / "checkpoint_last.pt"))["model"]["search_state"]
     search_state = json.loads(bytes(state.tolist()).decode())
     assert search_state["top_p_epoch"] == 2 and 20.0 <= search_state["anchor"]["percentile"] <= 40.0
+
+
+def test_search_state_reads_and_writes_the_checkpoint_names():
+    """The search state is saved as it always was (last_update, last_child, anchor, ...),
+    so checkpoints of earlier versions resume; holders of the object see a load."""
+    state = SearchState()
+    anchor = Anchor(SPACE, state, seed=0)
+    saved = {"last_update": 7, "last_child": "FFN,FFN,MHA2,CONV3,CONV5,FFN", "allowed": [[0, 1]] * 6,
+             "anchor": {"arch": "FFN,FFN,FFN,FFN,FFN,FFN", "score": -5.0, "replacements": 2}, "from_a_later_version": 1}
+    state.load_dict(saved)
+    assert (state.update, state.child, state.allowed) == (7, saved["last_child"], saved["allowed"])
+    assert anchor.chosen and anchor.child == (1,) * 6
+    assert state.to_dict() == {k: v for k, v in saved.items() if k != "from_a_later_version"}
+    state.load_dict({})
+    assert state == SearchState() and not anchor.chosen

@@ -2,33 +2,15 @@
 
 import pytest
 import torch
-from fairseq import options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from conftest import COMMON, TINY
+from conftest import batch, build
 from fairseq_magic.errors import MagicError
 from fairseq_magic.frozen import hidden_from_optimizer
 from fairseq_magic.space import SpaceError
 
 
-def build(data_bin, *extra):
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [data_bin, *COMMON, *TINY, "--save-dir", "unused", *extra])
-    cfg = convert_namespace_to_omegaconf(args)
-    task = tasks.setup_task(cfg.task)
-    return cfg, task, task.build_model(cfg.model)
-
-
 def candidate_params(model):
     return {id(p) for layer in model.layers for cand in layer.candidates.values() for p in cand.parameters()}
-
-
-def batch(model, seed=0, batch_size=3, length=12):
-    g = torch.Generator().manual_seed(seed)
-    vocab = len(model.encoder.dictionary)
-    tokens = torch.randint(4, vocab, (batch_size, length), generator=g)
-    tokens[:, 0] = 0  # <s>
-    return tokens
 
 
 @pytest.mark.parametrize("factor", ["0", "16"])

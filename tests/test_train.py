@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from conftest import ROOT, fairseq_train, gloo_rank_commands, load_state, read_child_log, train_log
+from conftest import ROOT, fairseq_train, launch_ranks, load_state, read_child_log, train_log
 from fairseq_magic.space import SearchSpace
 
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
@@ -90,17 +90,6 @@ def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path, precision):
     late = sampled_pairs(r["child"] for r in records if r["update"] >= 3)
     assert early - late, "the test needs operators with momentum that are not sampled later"
     assert_only_sampled_operators_moved(before, after, late)
-
-
-def launch_ranks(data_bin, save_dir, log, max_update, world=2, extra=()):
-    cmds = gloo_rank_commands(data_bin, save_dir, world, "--max-update", str(max_update), "--child-log", log, *extra)
-    procs = [subprocess.Popen(c, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        if p.returncode: print(out[-6000:])
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-4000:]
-    return outs
 
 
 def test_two_gloo_ranks_train_the_same_children_and_freeze_the_rest(data_bin, tmp_path):

@@ -13,11 +13,12 @@ stays lambda whatever the batch size, ``--update-freq`` or number of GPUs.
 import math
 import re
 
-import torch
-from fairseq import modules
+from fairseq import utils
 from fairseq.criterions import register_criterion
 from fairseq.criterions.masked_lm import MaskedLmConfig, MaskedLmLoss
 from fairseq.logging import metrics
+
+from ..mlm_loss import masked_lm_loss
 
 _CHILD_LOSS = re.compile(r"^(child\d+|mixture)_loss$")
 
@@ -25,42 +26,26 @@ _CHILD_LOSS = re.compile(r"^(child\d+|mixture)_loss$")
 @register_criterion("magic_mlm", dataclass=MaskedLmConfig)
 class MagicMLMCriterion(MaskedLmLoss):
     def forward(self, model, sample, reduce=True):
-        masked_tokens = sample["target"].ne(self.padding_idx)
-        sample_size = masked_tokens.int().sum()
-        if self.tpu:
-            masked_tokens = None
-        elif masked_tokens.device == torch.device("cpu"):
-            if not masked_tokens.any():
-                masked_tokens = None
-        else:
-            masked_tokens = torch.where(masked_tokens.any(), masked_tokens, masked_tokens.new([True]))
-
         alignment = getattr(self.task, "alignment", None)  # MAGIC-A (alignment.py), when it is on
         align = model.training and alignment is not None and alignment.active
-        logits, extra = model(**sample["net_input"], masked_tokens=masked_tokens,
-                              return_all_hiddens=align and alignment.uses_training_states)
-        targets = model.get_targets(sample, [logits])
-        if masked_tokens is not None:
-            targets = targets[masked_tokens]
-        mlm_loss = modules.cross_entropy(
-            logits.view(-1, logits.size(-1)), targets.view(-1), reduction="sum", ignore_index=self.padding_idx
-        )
-        loss = mlm_loss
-        logging_output = {
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": sample_size,
-        }
+        out = masked_lm_loss(model, sample, self.padding_idx, tpu=self.tpu,
+                             return_all_hiddens=align and alignment.uses_training_states)
+        loss, sample_size = out.loss, out.sample_size
+        logging_output = {"ntokens": sample["ntokens"], "nsentences": sample["nsentences"], "sample_size": sample_size}
         if align:
-            align_loss = alignment.loss(model, sample["net_input"]["src_tokens"], extra.get("inner_states")) * sample_size
-            loss = mlm_loss + alignment.weight * align_loss
+            tokens = sample["net_input"]["src_tokens"]
+            align_loss = alignment.loss(model, tokens, out.extra.get("inner_states")) * sample_size
             logging_output["align_loss"] = align_loss.data
-            logging_output["mlm_loss"] = mlm_loss.data
+            logging_output["mlm_loss"] = loss.data
+            loss = loss + alignment.weight * align_loss
         logging_output["loss"] = loss if self.tpu else loss.data
         return loss, sample_size, logging_output
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
+        # ppl is the masked-LM loss's, not the total's: registered before fairseq's own (the first one counts)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(
+            (meters["mlm_loss"] if "mlm_loss" in meters else meters["loss"]).avg))
         MaskedLmLoss.reduce_metrics(logging_outputs)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
         for key in ("mlm_loss", "align_loss"):

@@ -25,11 +25,10 @@ from fairseq.models import register_model
 from fairseq.models.roberta.model import RobertaModel, base_architecture as roberta_base_architecture
 from fairseq.utils import safe_getattr
 
+from ..checkpoint import CHILD_SPEC_KEY, SIZE_FIELDS, child_spec, encode_json, space_sizes
 from ..errors import MagicError
 from ..space import Child, SearchSpace, load_child
-from .supernet import ACTIVATIONS, build_roberta_model, decode_json, encode_json, writable
-
-CHILD_SPEC_KEY = "child_spec"
+from .supernet import ACTIVATIONS, build_roberta_model, writable
 
 
 @dataclass
@@ -61,41 +60,18 @@ def child_from_args(args):
     if arch.endswith(".json") or os.path.isfile(arch):
         file_space, file_child = load_child(arch)
         ops = [file_space.candidates[c].name for c in file_child]
-        dims = dict(hidden_dim=file_space.hidden_dim, ffn_dim=file_space.ffn_dim,
-                    qkv_dim=file_space.qkv_dim, embed_dim=file_space.embed_dim, head_dim=file_space.head_dim)
+        dims = {attr: getattr(file_space, attr) for attr in SIZE_FIELDS.values()}
     else:
         ops = [op.strip() for op in arch.split(",")]
-        dims = dict(hidden_dim=int(args.encoder_embed_dim), ffn_dim=int(args.encoder_ffn_embed_dim),
-                    qkv_dim=int(safe_getattr(args, "attention_qkv_dim", 0) or 0),
-                    embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0),
-                    head_dim=int(safe_getattr(args, "attention_head_dim", 0) or 0))
+        dims = space_sizes(args)
     if any(not op for op in ops):
         raise MagicError(f"empty operator in --child-arch '{arch}'")
     space = SearchSpace.build(len(ops), ",".join(dict.fromkeys(ops)), **dims)
     return space, space.parse(",".join(ops))
 
 
-def complete_child_config(state: dict) -> None:
-    """Give a magic_child checkpoint's config the architecture and sizes the model
-    saved with its weights. fairseq saves the config as given on the command line,
-    where ``--child-arch`` may be a file that is not there when the checkpoint is
-    loaded elsewhere; the model's own copy makes the checkpoint self-contained."""
-    cfg, weights = state.get("cfg"), state.get("model") or {}
-    if cfg is None or CHILD_SPEC_KEY not in weights or getattr(cfg["model"], "get", None) is None \
-            or cfg["model"].get("_name") != "magic_child":
-        return
-    spec = decode_json(weights[CHILD_SPEC_KEY])
-    for key, value in spec.items():
-        cfg["model"][key] = value
-
-
 def _save_child_spec(module, state_dict, prefix, local_metadata):
-    space = module.space
-    state_dict[prefix + CHILD_SPEC_KEY] = encode_json(dict(
-        child_arch=space.format(module.child), encoder_embed_dim=space.hidden_dim,
-        encoder_ffn_embed_dim=space.ffn_dim, attention_qkv_dim=space.qkv_dim, embed_factor_dim=space.embed_dim,
-        attention_head_dim=space.head_dim,
-    ))
+    state_dict[prefix + CHILD_SPEC_KEY] = encode_json(child_spec(module.space, module.child))
 
 
 def _drop_child_spec(module, state_dict, prefix, *args):

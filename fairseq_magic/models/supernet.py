@@ -6,7 +6,8 @@ classification heads, ``register_classification_head``, the hub interface and
 fairseq's masked-LM and sentence-prediction recipes keep working:
 
     RobertaEncoder.build_encoder      -> SupernetTransformerEncoder
-      TransformerEncoder.build_encoder_layer -> SupernetLayer (all candidates)
+      TransformerEncoder.build_encoder_layer -> SupernetLayer (all candidates: CandidateLayer, or
+                                              EntangledSupernetLayer in a weight-entangled space)
     RobertaEncoder.build_embedding    -> FactorizedEmbedding (ALBERT style)
     RobertaEncoder.build_lm_head      -> FactorizedLMHead
 
@@ -16,7 +17,6 @@ H_n in ``extra["inner_states"]`` (fairseq's own mechanism, ``(T, B, C)`` each,
 the embedding output first).
 """
 
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -38,9 +38,13 @@ from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from fairseq.utils import safe_getattr
 from omegaconf import II, OmegaConf
 
+from ..checkpoint import (
+    ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, arch_weights_state, decode_json, encode_json, size_config, supernet_space,
+)
 from ..errors import MagicError
-from ..modules import ChildLayer, SupernetLayer, build_sublayer
+from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
 from ..modules.entangled import EntangledSupernetLayer
+from ..search_state import SearchState
 from ..space import Child, SearchSpace, load_child
 
 ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
@@ -83,19 +87,6 @@ class MagicSupernetConfig(FairseqDataclass):
     max_positions: int = II("task.tokens_per_sample")
     untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
     spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
-
-
-def space_from_args(args) -> SearchSpace:
-    """The search space a model config describes."""
-    return SearchSpace.build(
-        num_layers=int(args.supernet_layers),
-        candidate_ops=str(args.candidate_ops),
-        hidden_dim=int(args.encoder_embed_dim),
-        ffn_dim=int(args.encoder_ffn_embed_dim),
-        qkv_dim=int(safe_getattr(args, "attention_qkv_dim", 0) or 0),
-        embed_dim=int(safe_getattr(args, "embed_factor_dim", 0) or 0),
-        entangled=bool(safe_getattr(args, "weight_entanglement", False)),
-    )
 
 
 def resolve_child(arch: Union[str, Sequence[int]], space: SearchSpace) -> Child:
@@ -146,7 +137,7 @@ class SupernetTransformerEncoder(TransformerEncoder):
         layer = self._layers_built
         self._layers_built += 1
         if self.child is None:
-            return (EntangledSupernetLayer if self.space.entangled else SupernetLayer)(self.space, args, layer)
+            return (EntangledSupernetLayer if self.space.entangled else CandidateLayer)(self.space, args, layer)
         return build_sublayer(self.space.candidates[self.child[layer]], self.space, args, cls=ChildLayer)
 
 
@@ -191,30 +182,18 @@ def writable(cfg):
 
 def build_roberta_model(cls, args, task, space: SearchSpace, child: Optional[Child] = None):
     """The end of both models' build_model: sizes from the space, the encoder, the model."""
-    args.encoder_embed_dim, args.encoder_ffn_embed_dim = space.hidden_dim, space.ffn_dim
-    args.attention_qkv_dim, args.embed_factor_dim = space.qkv_dim, space.embed_dim
+    for key, value in size_config(space).items():
+        if key != "attention_head_dim" or safe_getattr(args, key, None) is not None:  # the super-net has none
+            setattr(args, key, value)
     args.encoder_layers = space.num_layers
     if safe_getattr(args, "max_positions", None) is None:
         args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
     return cls(args, SupernetEncoder(args, task.source_dictionary, space, child))
 
 
-SEARCH_STATE_KEY = "search_state"
-ARCH_WEIGHTS_PREFIX = "arch_weights."
-
-
-def encode_json(value) -> torch.Tensor:
-    """A JSON-able value as a uint8 tensor, to ride along in a state dict."""
-    return torch.tensor(list(json.dumps(value, sort_keys=True).encode()), dtype=torch.uint8)
-
-
-def decode_json(tensor: torch.Tensor):
-    return json.loads(bytes(tensor.tolist()).decode())
-
-
 def _save_search_state(module, state_dict, prefix, local_metadata):
     """State-dict hook: the search state (and architecture weights) are saved with the weights."""
-    state_dict[prefix + SEARCH_STATE_KEY] = encode_json(module.search_state)
+    state_dict[prefix + SEARCH_STATE_KEY] = encode_json(module.search_state.to_dict())
     if module.arch_weights is not None:
         for key, value in module.arch_weights.state_dict().items():
             state_dict[prefix + ARCH_WEIGHTS_PREFIX + key] = value
@@ -224,8 +203,7 @@ def _load_search_state(module, state_dict, prefix, *args):
     """Load pre-hook: take the search state out before parameters are matched."""
     encoded = state_dict.pop(prefix + SEARCH_STATE_KEY, None)
     if encoded is not None:
-        module.search_state.clear()
-        module.search_state.update(decode_json(encoded))
+        module.search_state.load_dict(decode_json(encoded))
     arch = arch_weights_state(state_dict, prefix)
     for key in arch:
         del state_dict[prefix + ARCH_WEIGHTS_PREFIX + key]
@@ -233,12 +211,6 @@ def _load_search_state(module, state_dict, prefix, *args):
         module.arch_weights.load_state_dict(arch)
     elif arch:  # loaded before the task attached its architecture weights
         module._pending_arch_state = arch
-
-
-def arch_weights_state(state_dict, prefix: str = "") -> Dict[str, torch.Tensor]:
-    """The architecture weights a super-net's state dict carries (empty if none)."""
-    start = prefix + ARCH_WEIGHTS_PREFIX
-    return {key[len(start):]: value for key, value in state_dict.items() if key.startswith(start)}
 
 
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)
@@ -252,7 +224,7 @@ class MagicSupernetModel(RobertaModel):
 
     def __init__(self, args, encoder):
         super().__init__(args, encoder)
-        self.search_state: Dict = {}
+        self.search_state = SearchState()
         self.arch_weights = None  # relaxation.ArchitectureWeights, when a gradient-based search runs
         self._pending_arch_state: Optional[Dict] = None
         self._register_state_dict_hook(_save_search_state)
@@ -268,7 +240,7 @@ class MagicSupernetModel(RobertaModel):
     def build_model(cls, args, task):
         with writable(args):
             magic_supernet_base(args)
-            model = build_roberta_model(cls, args, task, space_from_args(args))
+            model = build_roberta_model(cls, args, task, supernet_space(args))
         if safe_getattr(args, "child_arch", ""):
             model.set_child(args.child_arch)
         return model

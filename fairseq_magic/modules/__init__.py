@@ -1,1 +1,1 @@
-from .operators import ChildLayer, SupernetLayer, build_sublayer  # noqa: F401
+from .operators import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer  # noqa: F401

@@ -32,10 +32,10 @@ import numpy as np
 from scipy import stats
 
 from .errors import MagicError
-from .samplers import distinct_children, rng_for
+from .figures import pyplot
+from .samplers import distinct_children
 from .space import Child, SearchSpace, load_child, save_child
-
-STREAM_RANK = 7
+from .streams import STREAM_RANK, rng_for
 
 
 def correlation(estimates: Sequence[float], truths: Sequence[float]) -> Dict[str, float]:
@@ -232,3 +232,61 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
     finally:
         pool.shutdown(cancel_futures=True)
     return {name: record for name, record in truth.items() if record}
+
+
+def format_ceiling(agreement: Optional[Dict[str, float]], metric: str) -> str:
+    """The ground truth's own noise, printed beside every rank table."""
+    if agreement is None:
+        return f"ceiling ({metric}): unknown, one seed per child (train with --seeds 1,2 to measure it)"
+    return (f"ceiling ({metric}): the same {agreement['children']} children trained with {agreement['seeds']} seeds "
+            f"agree with Kendall's tau {agreement['tau']:.3f} (mean |difference| {agreement['mean_abs_diff']:.4f} "
+            f"after a common offset of {agreement['seed_offset']:.4f}; span of the means {agreement['span']:.4f})")
+
+
+def write_report(truth: Dict[str, Dict], names: Sequence[str], labels: Sequence[str], checkpoints: Sequence[str],
+                 estimates: Sequence[Sequence[float]], ground_truth: str, out: str) -> str:
+    """Table 1 from each super-net's ``estimates`` of the children ``names`` (higher
+    is better): a scatter plot per super-net, ``rank.json``, and the returned
+    table (tau and rho per super-net; mean and sd per method, each compared with
+    the first; the ceiling)."""
+    plt = pyplot()
+    os.makedirs(out, exist_ok=True)
+    gt = [GROUND_TRUTHS[ground_truth] * truth[n][ground_truth] for n in names]  # higher is better
+    rows = []
+    for i, (label, checkpoint, est) in enumerate(zip(labels, checkpoints, estimates)):
+        rows.append(dict(correlation(est, gt), label=label, checkpoint=checkpoint, estimates=list(est)))
+        fig, ax = plt.subplots(figsize=(4, 3.6))
+        ax.scatter(gt, est, s=14)
+        ax.set_xlabel("stand-alone: " + ("- validation loss (bits)" if ground_truth == "valid_loss" else "fine-tuned accuracy"))
+        ax.set_ylabel("super-net estimate: - loss (bits)")
+        ax.set_title(f"{label}: tau {rows[-1]['tau']:.2f}")
+        fig.tight_layout()
+        suffix = f"_{list(labels[:i]).count(label) + 1}" if list(labels).count(label) > 1 else ""
+        fig.savefig(os.path.join(out, f"scatter_{label}{suffix}.png"), dpi=120)
+        plt.close(fig)
+    grouped: Dict[str, List[Sequence[float]]] = {}
+    for row in rows:
+        grouped.setdefault(row["label"], []).append(row["estimates"])
+    methods = compare_methods(grouped, gt)
+    ceiling = seed_agreement(truth, names, ground_truth)
+    with open(os.path.join(out, "rank.json"), "w") as f:
+        json.dump({"children": list(names), "ground_truth": gt, "ceiling": ceiling, "supernets": rows,
+                   "methods": methods}, f, indent=1)
+    lines = [f"Kendall's tau over {len(names)} children (estimate: negative shared-weight validation loss)",
+             f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}  checkpoint"]
+    for r in rows:
+        lines.append(f"{r['label']:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}  "
+                     f"{r['checkpoint']}")
+    if any(m["n"] > 1 for m in methods.values()) or len(methods) > 1:
+        base = next(iter(methods))
+        lines += ["", f"{'method':<16}{'n':>3}{'mean tau':>10}{'sd':>8}{'vs ' + base:>12}{'Welch p':>9}"
+                      f"{'bootstrap 95% CI':>20}{'P(<=)':>7}"]
+        for label, m in methods.items():
+            line = f"{label:<16}{m['n']:>3}{m['mean']:>10.3f}{m['sd']:>8.3f}"
+            if "diff" in m:
+                ci = f"[{m['boot_lo']:+.3f}, {m['boot_hi']:+.3f}]"
+                p = f"{m['welch_p']:.2g}" if "welch_p" in m else "-"
+                line += f"{m['diff']:>+12.3f}{p:>9}{ci:>20}{m['boot_p']:>7.3f}"
+            lines.append(line)
+    lines.append(format_ceiling(ceiling, ground_truth))
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The masked-LM loss, computed in one place for training, scoring and interference.
+
+It is fairseq's ``MaskedLmLoss`` (criterions/masked_lm.py) as a function: the
+model runs its LM head on the masked positions only, and the cross entropy is
+taken in float32 (``fairseq.modules.cross_entropy``), so ``--fp16`` and
+``--bf16`` runs compute it as fairseq does.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from fairseq import modules
+
+
+@dataclass
+class MaskedLMOutput:
+    loss: torch.Tensor  # summed over masked tokens (nats), or per masked token with reduction="none"
+    sample_size: torch.Tensor  # number of masked tokens
+    logits: torch.Tensor  # (masked tokens, vocabulary)
+    targets: torch.Tensor  # (masked tokens,)
+    masked: Optional[torch.Tensor]  # (B, T) bool, where the loss is taken (None: every position)
+    extra: dict  # the model's second output (``inner_states`` with return_all_hiddens)
+
+
+def masked_lm_loss(model, sample: dict, padding_idx: int, reduction: str = "sum",
+                   return_all_hiddens: bool = False, tpu: bool = False) -> MaskedLMOutput:
+    """Forward ``sample`` through ``model`` and take the masked-LM cross entropy."""
+    masked = sample["target"].ne(padding_idx)
+    sample_size = masked.int().sum()
+    masked_tokens: Optional[torch.Tensor] = masked
+    if tpu:
+        masked_tokens = None
+    elif masked.device == torch.device("cpu"):
+        if not masked.any():  # nothing masked: fairseq runs every position (the loss is 0)
+            masked_tokens = None
+    else:  # no host sync on an accelerator: keep one position when nothing is masked
+        masked_tokens = torch.where(masked.any(), masked, masked.new([True]))
+    forward = {"return_all_hiddens": True} if return_all_hiddens else {}
+    logits, extra = model(**sample["net_input"], masked_tokens=masked_tokens, **forward)
+    targets = sample["target"]
+    if masked_tokens is not None:
+        targets = targets[masked_tokens]
+    loss = modules.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), reduction=reduction,
+                                 ignore_index=padding_idx)
+    return MaskedLMOutput(loss=loss, sample_size=sample_size, logits=logits, targets=targets,
+                          masked=masked_tokens, extra=extra or {})

@@ -1,0 +1,42 @@
+"""What a search needs to continue exactly after a resume, in one object.
+
+fairseq's Trainer restores the model from a checkpoint but not the task, so
+the super-net model owns its ``SearchState`` and saves it inside its state dict
+(as JSON, under ``search_state``); the training strategies and MAGIC-A read
+and write it. The child being trained lives here and nowhere else: the
+strategy sets the model's layers from it before every forward.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Dict, List, Optional
+
+# the JSON names of the fields, as checkpoints have always stored them
+_SAVED_AS = {"update": "last_update", "child": "last_child"}
+
+
+@dataclass
+class SearchState:
+    update: Optional[int] = None  # the update whose child is ``child``
+    child: Optional[str] = None  # the architecture string of the child trained at ``update``
+    allowed: Optional[List[List[int]]] = None  # each layer's candidates left by shrinking (None: all)
+    shrink_epoch: Optional[int] = None  # the epoch whose start last shrank the space
+    anchor: Dict = field(default_factory=dict)  # MAGIC-A's anchor (anchor.py): arch, score, replacements, ...
+    top_p_epoch: Optional[int] = None  # the epoch whose start last ran the anchor's top-p choice
+
+    def to_dict(self) -> Dict:
+        """The JSON a checkpoint stores (fields never set are left out)."""
+        out = {}
+        for name, value in asdict(self).items():
+            if value is not None and value != {}:
+                out[_SAVED_AS.get(name, name)] = value
+        return out
+
+    def load_dict(self, saved: Dict) -> None:
+        """Replace the contents in place (holders of this object see the loaded state)."""
+        names = {_SAVED_AS.get(f.name, f.name): f.name for f in fields(self)}
+        fresh = SearchState()
+        for key, value in saved.items():
+            if key in names:  # keys of other versions are ignored
+                setattr(fresh, names[key], value)
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))

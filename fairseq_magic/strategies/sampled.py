@@ -1,0 +1,223 @@
+"""SPOS and MAGIC-T: the super-net trains one sampled child per update.
+
+One update, top to bottom (the task's hooks call these):
+
+    train_step:  child = child_for_update(t)      the sampler's choice (samplers.py)
+                 model.set_child(child)            only the child runs
+                 alignment.begin_update(t)         MAGIC-A: the first anchor, when it starts
+                 fairseq's train_step              criterion: masked-LM loss (+ alignment term)
+    end_update:  alignment.end_update(t, child)    MAGIC-A: the anchor may be replaced
+                 interference sample               every --interference-interval updates
+
+The child is a pure function of (seed, update number, previous child), so
+every micro-batch of an update (``--update-freq``) and every rank trains the
+same child without communication. The child of the last update, the shrunk
+space and the anchor are in the ``SearchState``, which the checkpoint carries.
+"""
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+from fairseq import utils
+from fairseq.logging import metrics
+
+from ..alignment import Alignment
+from ..errors import MagicError
+from ..interference import sample_similarity
+from ..models.supernet import unwrap
+from ..samplers import SAMPLERS, build_sampler, count_children, uniform_child, validation_children
+from ..scoring import score_children, validation_batches
+from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
+from ..space import Child
+from ..streams import STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
+from .base import StrategyConfig, TrainingStrategy
+
+logger = logging.getLogger("fairseq_magic.strategies.sampled")
+
+
+@dataclass
+class SampledConfig(StrategyConfig):
+    sampler: str = field(
+        default="uniform",
+        metadata={"help": f"how children are sampled for training: {', '.join(sorted(SAMPLERS))} "
+                  "(uniform = SPOS, gradual = MAGIC-T)"},
+    )
+    gradual_k: int = field(default=1, metadata={"help": "MAGIC-T: operators changed per update (paper: 1)"})
+    valid_children: int = field(
+        default=4, metadata={"help": "number of fixed, seeded children whose loss validation reports"}
+    )
+    interference_interval: int = field(
+        default=0, metadata={"help": "every N updates, log interference_cos: the cosine similarity of the gradients "
+                             "two children differing only in layer j+1 put on a shared operator of layer j, on one "
+                             "fixed batch of --score-subset (0 = off)"}
+    )
+    # progressive shrinking (Sec. 5.1)
+    shrink_per_epoch: int = field(
+        default=0, metadata={"help": "progressive shrinking: remove this many (layer, operator) pairs at each "
+                             "epoch end until one child is left (paper: 5; 0 = off)"}
+    )
+    shrink_children: int = field(
+        default=100, metadata={"help": "progressive shrinking: children scored to judge the pairs"}
+    )
+
+
+class SampledTraining(TrainingStrategy):
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.sampler not in SAMPLERS:
+            raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
+        if cfg.gradual_k != 1 and cfg.sampler != "gradual":
+            raise MagicError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual (the sampler is '{cfg.sampler}')")
+        if cfg.valid_children < 1:
+            raise MagicError("--valid-children must be at least 1")
+        if cfg.shrink_children < 1 or cfg.shrink_per_epoch < 0 or cfg.interference_interval < 0:
+            raise MagicError("--shrink-children must be >= 1, --shrink-per-epoch and --interference-interval >= 0")
+
+    def __init__(self, space, cfg, state, data):
+        super().__init__(space, cfg, state, data)
+        self.sampler = build_sampler(cfg.sampler, space, self.seed, gradual_k=cfg.gradual_k)
+        self._valid: Tuple[Optional[str], List[Child]] = (None, [])
+        self._score_batches: Optional[List[dict]] = None
+        self._probe: Optional[dict] = None
+        self._probe_pending = False  # the alignment's validation metrics, once per validation
+        logger.info(f"search space: {space.describe()}; sampler: {cfg.sampler}")
+        for i, child in enumerate(self.valid_children):
+            logger.info(f"validation child {i}: {space.format(child)}")
+        if cfg.align_lambda > 0:
+            self.alignment = Alignment(space, cfg, state, self.seed, scoring_batches=self.scoring_batches,
+                                       probe_batch=self.probe_batch)
+
+    @property
+    def allowed(self):
+        """Each layer's remaining candidates after progressive shrinking (None: all)."""
+        return self.state.allowed
+
+    @property
+    def valid_children(self) -> List[Child]:
+        """The fixed validation children, drawn inside the current (possibly shrunk) space."""
+        key = json.dumps(self.allowed)
+        if self._valid[0] != key:
+            self._valid = (key, validation_children(self.space, self.seed, self.cfg.valid_children, self.allowed))
+        return self._valid[1]
+
+    def child_for_update(self, update_num: int) -> Child:
+        """The child trained at ``update_num``; the same for all its micro-batches.
+        Drawn once, from the previous update's child (kept in the search state,
+        so a resumed run continues the walk)."""
+        state = self.state
+        if state.update != update_num:
+            previous = self.space.parse(state.child) if state.child and state.update == update_num - 1 else None
+            state.child = self.space.format(self.sampler(update_num, previous, self.allowed))
+            state.update = update_num
+        return self.space.parse(state.child)
+
+    # ------------------------------------------------------------ training
+    def begin_epoch(self, epoch: int, model) -> None:
+        # once per epoch end, and not again when a run resumes inside an epoch
+        if self.cfg.shrink_per_epoch > 0 and epoch > 1 and self.state.shrink_epoch != epoch:
+            self._shrink(model, epoch)
+            self.state.shrink_epoch = epoch
+        if self.alignment is not None:
+            self.alignment.begin_epoch(epoch, model)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad, fairseq_step):
+        child = unwrap(model).set_child(self.child_for_update(update_num))
+        if self.alignment is not None:
+            self.alignment.begin_update(model, update_num)
+        if self.cfg.child_log:
+            record = {"child": self.space.format(child)}
+            if self.alignment is not None and self.alignment.anchor_arch:
+                record["anchor"] = self.alignment.anchor_arch
+            self.write_child_log(update_num, unwrap(model), record)
+        return fairseq_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def end_update(self, model, update_num: int) -> None:
+        if self.alignment is not None:
+            self.alignment.end_update(model, update_num, self.child_for_update(update_num))
+        if self.cfg.interference_interval and (update_num + 1) % self.cfg.interference_interval == 0:
+            self._log_interference(model, update_num)
+
+    def _log_interference(self, model, update_num: int) -> None:
+        """One sample of the interference instrument (interference.py) on the probe
+        batch: the same on every rank, and the weights are not touched."""
+        start = time.perf_counter()
+        rng = rng_for(self.seed, STREAM_INTERFERENCE, 1_000_000 + update_num)
+        supernet = unwrap(model)
+        device = next(supernet.parameters()).device
+        batch = utils.apply_to_sample(lambda t: t.to(device), self.probe_batch())
+        _, cosine = sample_similarity(supernet, [batch], rng, self.allowed)
+        metrics.log_scalar("interference_cos", cosine, weight=0, round=4)
+        metrics.log_scalar("interference_s", time.perf_counter() - start, weight=0, round=3)
+
+    # ------------------------------------------------------------ progressive shrinking
+    def _shrink(self, model, epoch: int) -> None:
+        """Progressive shrinking at the end of epoch ``epoch - 1`` (see shrinking.py)."""
+        allowed = self.allowed or full_space(self.space)
+        if is_single_child(allowed):
+            return
+        start = time.perf_counter()
+        rng = rng_for(self.seed, STREAM_SHRINK, epoch)
+        children = [uniform_child(self.space, rng, allowed) for _ in range(self.cfg.shrink_children)]
+        losses = [s.loss for s in score_children(model, unwrap(model), children, self.scoring_batches())]
+        removals = choose_removals(allowed, pair_losses(children, losses), self.cfg.shrink_per_epoch)
+        allowed = apply_removals(allowed, removals)
+        self.state.allowed = allowed
+        names = self.space.candidate_names
+        for r in removals:
+            logger.info(
+                f"shrink: removed {names[r.candidate]} from layer {r.layer}: mean loss {r.mean_loss:.4f} over the "
+                f"{r.children} of {len(children)} scored children that use it; the layer keeps "
+                f"{', '.join(names[c] for c in allowed[r.layer])}"
+            )
+        remaining = count_children(self.space, allowed)
+        logger.info(f"shrink: {len(removals)} pairs removed in {time.perf_counter() - start:.2f}s; "
+                    f"{remaining} {'child' if remaining == 1 else 'children'} left")
+        if is_single_child(allowed):
+            logger.info(f"shrink: one child left: {self.space.format([options[0] for options in allowed])}")
+        if self.alignment is not None:
+            self.alignment.restrict(model, epoch)
+
+    # ------------------------------------------------------------ scoring data
+    def scoring_batches(self) -> List[dict]:
+        """This rank's share of the first --score-sentences sentences of --score-subset."""
+        if self._score_batches is None:
+            self._score_batches = validation_batches(
+                self.data, self.cfg.score_subset, self.cfg.score_sentences, self.cfg.score_batch_size
+            )
+        return self._score_batches
+
+    def probe_batch(self) -> dict:
+        """The first --score-batch-size sentences of --score-subset, the same on every rank."""
+        if self._probe is None:
+            self._probe = validation_batches(self.data, self.cfg.score_subset, self.cfg.score_batch_size,
+                                             self.cfg.score_batch_size, split_ranks=False)[0]
+        return self._probe
+
+    # ------------------------------------------------------------ validation
+    def begin_valid_epoch(self, epoch: int, model) -> None:
+        self._probe_pending = True
+
+    def valid_step(self, sample, model, criterion):
+        """Loss of each fixed validation child; ``loss`` is their mean."""
+        supernet = unwrap(model)
+        if self._probe_pending and self.alignment is not None:
+            self._probe_pending = False
+            for key, value in self.alignment.validation_metrics(model, self.valid_children).items():
+                metrics.log_scalar(key, value, weight=0, round=4)
+        model.eval()
+        total, logging_output = 0.0, {}
+        with torch.no_grad():
+            for i, child in enumerate(self.valid_children):
+                with supernet.child_context(child):
+                    loss, sample_size, out = criterion(model, sample)
+                if not logging_output:
+                    logging_output = dict(out)
+                logging_output[f"child{i}_loss"] = out["loss"]
+                total = total + loss
+        mean = total / len(self.valid_children)
+        logging_output["loss"] = mean.data if torch.is_tensor(mean) else mean
+        return mean, sample_size, logging_output
