@@ -1,12 +1,19 @@
-"""How fast search scores children, against plain forward passes.
+"""How fast children are scored: shared-prefix scoring against one forward per child.
 
-Scores N children of a super-net with ``scoring.score_children`` (the path the
-search command and the anchor use) and runs plain forward passes of the same
-children on the same cached batches (``model(tokens, masked_tokens=...)``
-under no_grad, nothing else), alternating, and prints children per second of
-each and the ratio scoring / plain (target >= 0.9).
+Three ways of scoring the same children on the same cached batches, rounds
+alternating: plain forward passes (``model(tokens, masked_tokens=...)`` under
+no_grad, nothing else), ``scoring.score_children`` with one forward per child
+(``shared_prefixes=False``), and ``score_children`` as search, rank correlation,
+shrinking and the anchor call it, walking the children's layer prefixes so that
+a shared prefix is computed once. Two sets of children: uniform random children
+of the space, and one evolution generation (mutations and crossovers of the
+best of a population, as ``search.evolution`` makes them).
 
-    python benchmarks/search_speed.py [--size base] [--children 40]
+Prints children per second of each and the ratios: per-child scoring / plain
+(target >= 0.9), shared-prefix / per-child on uniform children (target >= 1.3)
+and on an evolution generation (target >= 2.0).
+
+    python benchmarks/search_speed.py [--size base] [--children 50]
 """
 
 import os
@@ -21,56 +28,81 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import SIZES, benchmark_parser, build, device_args, device_name, make_data, supernet_argv  # noqa: E402
 
 
+def evolution_generation(space, rng, population: int, parents: int = 10, mutation_prob: float = 0.1):
+    """One generation as search.evolution makes it: half mutations, half crossovers of ``parents``
+    children of a uniform population (their scores do not matter for speed)."""
+    from fairseq_magic.samplers import uniform_child
+    from fairseq_magic.search import crossover, mutate
+
+    top = [uniform_child(space, rng) for _ in range(parents)]
+    pick = lambda: top[int(rng.integers(len(top)))]  # noqa: E731
+    mutants = [mutate(pick(), space, mutation_prob, rng) for _ in range(population // 2)]
+    return mutants + [crossover(pick(), pick(), rng) for _ in range(population - len(mutants))]
+
+
 def main():
     parser = benchmark_parser(__doc__, steps=3, models=())
-    parser.add_argument("--children", type=int, default=40)
+    parser.add_argument("--children", type=int, default=50, help="children per set (an evolution population)")
     parser.add_argument("--sentences", type=int, default=128)
     args = parser.parse_args()
     from fairseq import utils
 
     from fairseq_magic.samplers import uniform_child
-    from fairseq_magic.streams import rng_for
     from fairseq_magic.scoring import score_children, validation_batches
+    from fairseq_magic.streams import rng_for
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
     trainer, task = build(supernet_argv(data, args.size, device_args(args.fp16, args.bf16)))
     model = trainer.model.eval()
+    space = task.strategy.space
     device = next(model.parameters()).device
     batches = [utils.apply_to_sample(lambda t: t.to(device), b)
                for b in validation_batches(task, "valid", args.sentences, SIZES[args.size][5])]
     rng = rng_for(1, 99)
-    children = [uniform_child(task.strategy.space, rng) for _ in range(args.children)]
+    sets = {"uniform": [uniform_child(space, rng) for _ in range(args.children)],
+            "evolution": evolution_generation(space, rng, args.children)}
     pad = task.source_dictionary.pad()
 
-    def plain():
+    def plain(children):
         with torch.no_grad():
             for child in children:
                 model.set_child(child)
                 for b in batches:
                     model(**b["net_input"], masked_tokens=b["target"].ne(pad))
 
-    def scoring():
-        score_children(model, model, children, batches)
+    ways = {
+        "plain": plain,
+        "per-child": lambda children: score_children(model, model, children, batches, shared_prefixes=False),
+        "shared": lambda children: score_children(model, model, children, batches),
+    }
 
-    def timed(fn):
+    def timed(fn, children):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fn()
+        fn(children)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    timed(plain), timed(scoring)  # warm-up
-    rounds = {"plain": [], "scoring": []}
-    for _ in range(args.steps):
-        rounds["plain"].append(timed(plain))
-        rounds["scoring"].append(timed(scoring))
-    rate = {k: args.children / statistics.median(v) for k, v in rounds.items()}
-    print(f"device: {device_name()}; size: {args.size}; {args.children} children x {len(batches)} batches "
-          f"({args.sentences} sentences); {args.steps} rounds")
-    print(f"plain forward: {rate['plain']:.2f} children/s; scoring: {rate['scoring']:.2f} children/s; "
-          f"ratio scoring/plain {rate['scoring'] / rate['plain']:.3f} (target >= 0.9)")
+    print(f"device: {device_name()}; size: {args.size}; space: {space.describe()}; {args.children} children x "
+          f"{len(batches)} batches ({args.sentences} sentences); {args.steps} rounds")
+    rate = {}
+    for name, children in sets.items():
+        for fn in ways.values():
+            timed(fn, children)  # warm-up
+        rounds = {way: [] for way in ways}
+        for _ in range(args.steps):
+            for way, fn in ways.items():
+                rounds[way].append(timed(fn, children))
+        rate[name] = {way: len(children) / statistics.median(t) for way, t in rounds.items()}
+        distinct = len({tuple(c[:n]) for c in children for n in range(1, space.num_layers + 1)})
+        print(f"{name}: " + "; ".join(f"{way} {r:.2f} children/s" for way, r in rate[name].items())
+              + f" ({distinct} distinct prefixes against {len(children) * space.num_layers} layer forwards)")
+    print(f"ratio scoring/plain {rate['uniform']['per-child'] / rate['uniform']['plain']:.3f} (target >= 0.9); "
+          f"shared/per-child: uniform {rate['uniform']['shared'] / rate['uniform']['per-child']:.3f} "
+          f"(target >= 1.3), evolution generation {rate['evolution']['shared'] / rate['evolution']['per-child']:.3f} "
+          f"(target >= 2.0)")
 
 
 if __name__ == "__main__":

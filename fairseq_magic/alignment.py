@@ -20,7 +20,9 @@ What the paper leaves open, and what is done here:
   dropout-free forward of its layers up to the last aligned one, so the term
   measures how far the child's representations are from the anchor's, not
   dropout noise; the masked-LM loss still comes from the ordinary forward with
-  dropout. ``train-eval`` (the first implementation): the child's H_n are taken
+  dropout. The anchor's forward then starts from the child's clean states of
+  the layers the two share (at least H_0): the same numbers for less work.
+  ``train-eval`` (the first implementation): the child's H_n are taken
   from its training forward (dropout on), the anchor's in eval mode; the MSE
   then carries a dropout floor that no alignment can remove. ``train-train``:
   both with dropout (independent masks). At each validation the floor
@@ -262,28 +264,38 @@ class Alignment:
         """sum_n MSE(H_n(child), H_n(target)) over the aligned layers, for the child
         that is running; ``inner_states``: its training forward's H_0..H_N."""
         supernet = unwrap(model)
-        targets = self.targets(supernet, src_tokens, dropout=self.cfg.align_dropout == "train-train")
         if self.cfg.align_dropout == "clean":
             with _mode(supernet, training=False):  # dropout off; the graph is kept
                 states = supernet.hidden_states(src_tokens, upto=max(self.layers))
+            # the target's forward starts from the layers it shares with the child (same weights, no dropout)
+            targets = self.targets(supernet, src_tokens, child_states=states)
         else:
             states = inner_states
+            targets = self.targets(supernet, src_tokens, dropout=self.cfg.align_dropout == "train-train")
         return masked_mse([states[n] for n in self.layers], targets, self._keep(supernet, src_tokens))
 
     @torch.no_grad()
-    def targets(self, supernet, src_tokens: torch.Tensor, dropout: bool = False) -> List[torch.Tensor]:
+    def targets(self, supernet, src_tokens: torch.Tensor, dropout: bool = False,
+                child_states: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
         """Detached H_n (n aligned) of the anchor, or the mean over random children
-        (seeded by the update); ``dropout``: computed in train mode."""
+        (seeded by the update); ``dropout``: computed in train mode.
+        ``child_states``: the running child's dropout-free H_0..H_n; a target child
+        reuses those of the layers it shares with it, from the first."""
         if self.anchor is not None:
             children = [self.anchor.child]
         else:
             rng = rng_for(self.seed, STREAM_AVERAGE_TARGET, self.update_num)
             children = [uniform_child(self.space, rng, self.allowed) for _ in range(self.cfg.align_avg_children)]
+        running, upto = supernet.child, max(self.layers)
         total = None
         with _mode(supernet, training=dropout):
             for child in children:
+                prefix = ()
+                if child_states is not None and running is not None:
+                    shared = next((n for n in range(upto) if child[n] != running[n]), upto)
+                    prefix = [s.detach() for s in child_states[:shared + 1]]
                 with supernet.child_context(child):
-                    states = supernet.hidden_states(src_tokens, upto=max(self.layers))
+                    states = supernet.hidden_states(src_tokens, upto=upto, prefix=prefix)
                 picked = [states[n] for n in self.layers]
                 total = picked if total is None else [t + s for t, s in zip(total, picked)]
         return [t / len(children) for t in total]

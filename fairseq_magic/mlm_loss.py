@@ -41,7 +41,12 @@ def masked_lm_loss(model, sample: dict, padding_idx: int, reduction: str = "sum"
     targets = sample["target"]
     if masked_tokens is not None:
         targets = targets[masked_tokens]
-    loss = modules.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), reduction=reduction,
-                                 ignore_index=padding_idx)
+    loss = cross_entropy(logits, targets, padding_idx, reduction)
     return MaskedLMOutput(loss=loss, sample_size=sample_size, logits=logits, targets=targets,
                           masked=masked_tokens, extra=extra or {})
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, padding_idx: int, reduction: str = "sum") -> torch.Tensor:
+    """The masked-LM cross entropy of ``logits`` (..., V) against ``targets`` (...), in float32."""
+    return modules.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), reduction=reduction,
+                                 ignore_index=padding_idx)

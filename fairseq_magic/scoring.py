@@ -12,14 +12,14 @@ children on the same sentences.
 import math
 import os
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from fairseq import utils
 
 from .errors import MagicError
-from .mlm_loss import masked_lm_loss
+from .mlm_loss import cross_entropy
 from .space import Child
 from .streams import rank_and_world
 
@@ -54,12 +54,17 @@ def validation_batches(task, subset: str, sentences: int, batch_size: int, split
 
 
 @torch.no_grad()
-def score_children(model, supernet, children: Sequence[Child], batches: Sequence[dict]) -> List[ChildScore]:
+def score_children(model, supernet, children: Sequence[Child], batches: Sequence[dict],
+                   shared_prefixes: bool = True) -> List[ChildScore]:
     """Masked-LM loss and accuracy of each child, summed over all ranks' batches,
     and per sentence (batches carry fairseq's ``id``: sentence i of the slice).
 
     ``model`` is what runs the forward (possibly wrapped), ``supernet`` the
-    MagicSupernetModel inside it. Dropout is off while scoring.
+    MagicSupernetModel inside it. Dropout is off while scoring. With
+    ``shared_prefixes`` each batch is embedded once and the children are walked
+    as a trie of their layer prefixes (``prefix_walk``): a prefix several
+    children share is computed once. The numbers are those of one forward per
+    child (``shared_prefixes=False``), exactly.
     """
     was_training = model.training
     model.eval()
@@ -69,21 +74,27 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
     if rank_and_world()[1] > 1:
         torch.distributed.all_reduce(size, op=torch.distributed.ReduceOp.MAX)
     sums = torch.zeros(len(children), int(size), 3, dtype=torch.float64, device=device)  # loss, correct, count
+
+    def add(i: int, logits: torch.Tensor, sample: dict, masked: torch.Tensor) -> None:
+        targets = sample["target"][masked]
+        loss = cross_entropy(logits, targets, pad, reduction="none")
+        rows = sample["id"][masked.nonzero()[:, 0]]  # the sentence of each masked token
+        per_token = torch.stack([loss, (logits.argmax(-1) == targets).float(), torch.ones_like(loss)], dim=1)
+        sums[i].index_add_(0, rows, per_token.double())  # (masked tokens, 3)
+
     try:
-        for i, child in enumerate(children):
-            with supernet.child_context(child):
-                for sample in batches:
-                    sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-                    if not sample["target"].ne(pad).any():
-                        continue
-                    out = masked_lm_loss(supernet, sample, pad, reduction="none")
-                    rows = sample["id"][out.masked.nonzero()[:, 0]]  # the sentence of each masked token
-                    per_token = torch.stack([
-                        out.loss,
-                        (out.logits.argmax(-1) == out.targets).float(),
-                        torch.ones_like(out.loss),
-                    ], dim=1).double()  # (masked tokens, 3)
-                    sums[i].index_add_(0, rows, per_token)
+        for sample in batches:
+            sample = utils.apply_to_sample(lambda t: t.to(device), sample)
+            masked = sample["target"].ne(pad)  # (B, T)
+            if not masked.any():
+                continue
+            if shared_prefixes:
+                for i, last in prefix_walk(supernet, children, sample["net_input"]["src_tokens"]):
+                    add(i, supernet.lm_logits(last, masked), sample, masked)
+            else:
+                for i, child in enumerate(children):
+                    with supernet.child_context(child):
+                        add(i, supernet(**sample["net_input"], masked_tokens=masked)[0], sample, masked)
     finally:
         model.train(was_training)
     if rank_and_world()[1] > 1:
@@ -95,6 +106,25 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
         scores.append(ChildScore(loss=float(loss / max(count, 1) / math.log(2)), accuracy=float(correct / max(count, 1)),
                                  per_sentence=s))
     return scores
+
+
+def prefix_walk(supernet, children: Sequence[Child], src_tokens: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
+    """(index, H_N) of every child on ``src_tokens``, walking the children in
+    lexicographic order and keeping one hidden state per depth of the current
+    path: a child recomputes only the layers after the prefix it shares with the
+    previous one. Memory: one child's activations times the depth."""
+    x, padding_mask = supernet.embed(src_tokens)
+    states, path = [x], ()
+    for i in sorted(range(len(children)), key=lambda i: tuple(children[i])):
+        child = tuple(children[i])
+        shared = 0
+        while shared < len(path) and path[shared] == child[shared]:
+            shared += 1
+        del states[shared + 1:]
+        for layer in range(shared, len(child)):
+            states.append(supernet.run_layer(layer, child[layer], states[layer], padding_mask))
+        path = child
+        yield i, states[-1]
 
 
 def load_for_scoring(checkpoint: str, data: str = "", subset: str = "valid", sentences: int = 512,

@@ -14,7 +14,7 @@ from conftest import ROOT
     [
         ("spos_step.py", ["step ratio supernet/roberta:", "memory: super-net - plain"]),
         ("magic_step.py", ["MAGIC-T / SPOS:", "MAGIC-AT / SPOS:"]),
-        ("search_speed.py", ["ratio scoring/plain"]),
+        ("search_speed.py", ["ratio scoring/plain", "shared/per-child: uniform"]),
         ("tangle_step.py", ["bert: tangle/child step", "kinds: tangle/child step"]),
     ],
 )

@@ -180,6 +180,28 @@ def test_clean_alignment_measures_representations_not_dropout(data_bin, mode):
             assert ffn.op.fc1.weight.grad.abs().sum() > 0
 
 
+def test_clean_target_reuses_the_prefix_it_shares_with_the_child_exactly(data_bin):
+    """The anchor's targets start from the layers it shares with the running child:
+    the same numbers, to the bit, as the anchor's own full forward."""
+    child = "FFN,MHA2,CONV3,FFN,CONV5,MHA2"
+    for anchor in ("FFN,MHA2,CONV5,MHA2,CONV3,FFN", "MHA2,MHA2,CONV3,FFN,CONV5,MHA2", child):
+        _, task, model = build(data_bin, *AT, "--dropout", "0.3", "--anchor-arch", anchor)
+        model.train()
+        tokens = batch(model, batch_size=4, length=16)
+        tokens[1, 12:] = model.encoder.dictionary.pad()
+        model.set_child(child)
+        task.alignment.begin_update(model, 0)
+        alignment = task.alignment
+        with torch.no_grad():
+            model.eval()
+            states = model.hidden_states(tokens, upto=max(alignment.layers))
+            reused = alignment.targets(model, tokens, child_states=states)
+            full = alignment.targets(model, tokens)
+            model.train()
+        assert all(torch.equal(a, b) for a, b in zip(reused, full)), anchor
+        assert model.child == model.space.parse(child) and model.training  # nothing left changed
+
+
 def test_lambda_schedule(data_bin):
     _, task, _ = build(data_bin, *AT, "--max-update", "100", "--align-lambda-schedule", "linear-decay",
                        "--align-decay-fraction", "0.25")

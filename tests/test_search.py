@@ -111,3 +111,35 @@ def test_search_reads_the_data_given_from_any_directory(data_bin, tmp_path):
     assert "no dict.txt in data directory" in proc.stderr
     magic("search", "--checkpoint", checkpoint, "--out", str(tmp_path / "b"), *args, "--data", str(tmp_path / "moved"))
     assert json.loads((tmp_path / "b" / "search.json").read_text())["top"]
+
+
+@pytest.mark.parametrize("space", ["plain", "entangled"])
+def test_shared_prefix_scoring_equals_one_forward_per_child(data_bin, tmp_path, space):
+    """Scoring children as a walk over their layer prefixes gives exactly the numbers
+    of one forward per child, duplicates and a batch with padding included."""
+    import torch
+    from fairseq import checkpoint_utils
+
+    from conftest import fairseq_train
+    from fairseq_magic.samplers import uniform_child
+    from fairseq_magic.scoring import score_children, validation_batches
+
+    extra = [] if space == "plain" else ["--weight-entanglement", "--candidate-ops", "MHA2,MHA4,FFN32,FFN64,CONV3"]
+    fairseq_train(data_bin, str(tmp_path), "--max-update", "3", *extra)
+    [model], _, task = checkpoint_utils.load_model_ensemble_and_task([str(tmp_path / "checkpoint_last.pt")])
+    batches = validation_batches(task, "valid", 24, 8)
+    padded = dict(batches[0], net_input=dict(batches[0]["net_input"]))  # the last two sentences cut short
+    tokens = padded["net_input"]["src_tokens"].clone()
+    tokens[-2:, -5:] = task.source_dictionary.pad()
+    padded["net_input"]["src_tokens"] = tokens
+    padded["target"] = padded["target"].masked_fill(tokens.eq(task.source_dictionary.pad()), task.source_dictionary.pad())
+    rng = np.random.default_rng(0)
+    children = [uniform_child(model.space, rng) for _ in range(12)]
+    children += [children[3], children[0][:4] + children[5][4:]]  # a duplicate; a child sharing a long prefix
+    model.train()
+    shared = score_children(model, model, children, batches + [padded])
+    assert model.training  # dropout was off while scoring, and the mode is restored
+    alone = score_children(model, model, children, batches + [padded], shared_prefixes=False)
+    assert torch.equal(torch.tensor(np.stack([s.per_sentence for s in shared])),
+                       torch.tensor(np.stack([s.per_sentence for s in alone])))
+    assert [s.loss for s in shared] == [s.loss for s in alone]

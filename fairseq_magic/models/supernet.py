@@ -301,22 +301,44 @@ class MagicSupernetModel(RobertaModel):
             for layer, choice in zip(self.layers, previous or [None] * len(self.layers)):
                 layer.active = choice
 
-    def hidden_states(self, src_tokens: torch.Tensor, upto: int) -> List[torch.Tensor]:
-        """H_0..H_upto of the current child, ``(T, B, C)`` each, without running
-        the layers above ``upto`` or the LM head: the forward that alignment
-        targets need. Mirrors the start of fairseq's TransformerEncoder forward."""
+    def embed(self, src_tokens: torch.Tensor):
+        """(H_0, padding mask or None): the start of fairseq's TransformerEncoder
+        forward, up to the first layer."""
         encoder = self.encoder.sentence_encoder
         padding_mask = src_tokens.eq(encoder.padding_idx)
         has_pads = bool(padding_mask.any())
         x, _ = encoder.forward_embedding(src_tokens)
         if has_pads:
             x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-        x = x.transpose(0, 1)  # (B, T, C) -> (T, B, C)
-        states = [x]
-        for layer in encoder.layers[:upto]:
-            x = layer(x, encoder_padding_mask=padding_mask if has_pads else None)
-            states.append(x)
-        return states
+        return x.transpose(0, 1), (padding_mask if has_pads else None)  # (B, T, C) -> (T, B, C)
+
+    def hidden_states(self, src_tokens: torch.Tensor, upto: int, prefix: Sequence[torch.Tensor] = ()) -> List[torch.Tensor]:
+        """H_0..H_upto of the current child, ``(T, B, C)`` each, without running
+        the layers above ``upto`` or the LM head: the forward that alignment
+        targets need. ``prefix``: H_0..H_p already computed by a child that shares
+        the first p layers with this one (and ran in the same mode); they are
+        reused, and only the layers above p run."""
+        if prefix:
+            states = list(prefix)
+            pads = src_tokens.eq(self.encoder.sentence_encoder.padding_idx)
+            padding_mask = pads if pads.any() else None
+        else:
+            x, padding_mask = self.embed(src_tokens)
+            states = [x]
+        for layer in self.encoder.sentence_encoder.layers[len(states) - 1:upto]:
+            states.append(layer(states[-1], encoder_padding_mask=padding_mask))
+        return states[:upto + 1]
+
+    def run_layer(self, layer: int, candidate: int, x: torch.Tensor, padding_mask) -> torch.Tensor:
+        """H_{layer+1} from H_layer with ``candidate`` in ``layer`` (whatever child is set)."""
+        return self.layers[layer].run_choice(candidate, x, padding_mask)
+
+    def lm_logits(self, last: torch.Tensor, masked_tokens: Optional[torch.Tensor]) -> torch.Tensor:
+        """The LM head on H_N (``(T, B, C)``), as the end of the model's forward computes it."""
+        encoder = self.encoder.sentence_encoder
+        if encoder.layer_norm is not None:
+            last = encoder.layer_norm(last)
+        return self.encoder.output_layer(last.transpose(0, 1), masked_tokens)
 
     def operator_parameters(self, layer: int, candidate: int) -> List[nn.Parameter]:
         return self.layers[layer].candidate_parameters(candidate)
