@@ -18,8 +18,10 @@ except ImportError:  # pragma: no cover
     pass
 else:
     from .checkpoint import patch_fairseq
+    from .precision import patch_trainer
 
     patch_fairseq()
+    patch_trainer()
     from . import criterions, models, tasks  # noqa: F401,E402
 
 __version__ = "0.1.0"

@@ -100,7 +100,7 @@ def cmd_export(args) -> None:
 
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
-    result = export_child(args.checkpoint, args.arch, args.out)
+    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model)
     logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
     print(result["out"])
 
@@ -381,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_checkpoint_option(p, "super-net checkpoint (e.g. checkpoints/spos/checkpoint_best.pt)")
     p.add_argument("--arch", required=True, help="the child: an architecture string or a JSON architecture file")
-    p.add_argument("--out", required=True, help="where to write the child's checkpoint")
+    p.add_argument("--out", required=True, help="where to write the child's checkpoint (dict.txt goes beside it)")
+    p.add_argument("--sentencepiece-model", default="",
+                   help="the pre-training sentencepiece model, copied beside the checkpoint so that "
+                        "from_pretrained(dir) needs nothing else")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

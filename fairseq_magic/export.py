@@ -6,9 +6,17 @@ embeddings, LM head and any classification heads. The checkpoint's config
 names ``--arch magic_child`` with the resolved architecture and sizes and the
 plain ``masked_lm`` task, so fairseq's own recipes (``--restore-file`` with
 ``--reset-optimizer``, ``sentence_prediction``, ``from_pretrained``) load it.
+
+The export is self-contained: the pre-training ``dict.txt`` is written beside
+``model.pt``, and with ``sentencepiece_model`` the sentencepiece model too, as
+``sentencepiece.bpe.model`` (the name fairseq's hub looks for), with the bpe
+settings in the checkpoint, so ``MagicChildModel.from_pretrained(dir)`` needs
+no other argument.
 """
 
+import os
 import re
+import shutil
 from typing import Dict, Union
 
 import torch
@@ -18,6 +26,7 @@ from omegaconf import OmegaConf
 from .checkpoint import (
     ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, SEARCH_STATE_KEY, child_spec, encode_json, load_supernet_checkpoint,
 )
+from .errors import MagicError
 from .models.supernet import resolve_child
 from .modules.entangled import slice_state
 from .space import Child, SearchSpace
@@ -55,9 +64,19 @@ def child_model_cfg(supernet_cfg, space: SearchSpace, child: Child) -> dict:
     return cfg
 
 
-def export_child(checkpoint: str, arch: Union[str, Child], out: str) -> dict:
-    """Write ``out``: the child ``arch`` of super-net ``checkpoint`` as a magic_child checkpoint."""
+SENTENCEPIECE_FILE = "sentencepiece.bpe.model"  # the name fairseq's hub_utils.from_pretrained picks up
+
+
+def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepiece_model: str = "") -> dict:
+    """Write ``out``: the child ``arch`` of super-net ``checkpoint`` as a magic_child
+    checkpoint, with ``dict.txt`` (and ``sentencepiece_model``) beside it."""
+    if sentencepiece_model and not os.path.isfile(sentencepiece_model):
+        raise MagicError(f"sentencepiece model not found: {sentencepiece_model}")
     state, model_cfg, space = load_supernet_checkpoint(checkpoint)
+    dictionary = os.path.join(str(state["cfg"]["task"]["data"]).split(os.pathsep)[0], "dict.txt")
+    if not os.path.isfile(dictionary):
+        raise MagicError(f"no dict.txt in the super-net's data directory ({dictionary}); the export needs it beside "
+                         "model.pt")
     child = resolve_child(arch, space)
     cfg = OmegaConf.to_container(state["cfg"], resolve=True)
     cfg["model"] = child_model_cfg(model_cfg, space, child)
@@ -76,6 +95,12 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str) -> dict:
         ],
         "extra_state": {"exported_from": checkpoint, "supernet_updates": state["optimizer_history"][-1].get("num_updates")},
     }
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if sentencepiece_model:
+        exported["cfg"]["bpe"] = {"_name": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_FILE}
+        shutil.copyfile(sentencepiece_model, os.path.join(out_dir, SENTENCEPIECE_FILE))
+    if os.path.abspath(dictionary) != os.path.join(out_dir, "dict.txt"):
+        shutil.copyfile(dictionary, os.path.join(out_dir, "dict.txt"))
     torch.save(exported, out)
     params = sum(v.numel() for k, v in weights.items() if v.is_floating_point() and not k.endswith(".version"))
     return {"arch": space.format(child), "params": params, "out": out}

@@ -310,6 +310,13 @@ def gradual_k_without_gradual(request):
     _keeps_checkpoint(request, ["--sampler", "uniform", "--gradual-k", "2"], "--gradual-k is MAGIC-T's")
 
 
+@case("half-precision-on-cpu")
+def half_precision_on_cpu(request):
+    # COMMON trains with --cpu, as a machine without a GPU must
+    _keeps_checkpoint(request, ["--fp16"], "--fp16 needs a GPU and this run has none")
+    _keeps_checkpoint(request, ["--bf16"], "--bf16 needs a GPU and this run has none")
+
+
 @case("missing-data")
 def missing_data(request):
     tmp_path = request.getfixturevalue("tmp_path")

@@ -29,7 +29,7 @@ def pipeline(tmp_path_factory):
                       "--destdir", str(root / "mlm")])
     fairseq_train(str(root / "mlm"), str(root / "supernet"), "--max-update", "40", "--lr", "2e-3")
     magic("export", "--checkpoint", str(root / "supernet" / "checkpoint_last.pt"), "--arch", ARCH,
-          "--out", str(root / "child" / "model.pt"))
+          "--out", str(root / "child" / "model.pt"), "--sentencepiece-model", spm_model)
     magic("encode", "--spm", spm_model, str(raw / "train.input0"), str(raw / "dev.input0"))
     run(preprocess + ["--trainpref", str(raw / "train.input0.spm"), "--validpref", str(raw / "dev.input0.spm"),
                       "--destdir", str(root / "glue" / "input0"), "--srcdict", str(root / "mlm" / "dict.txt")])
@@ -57,13 +57,18 @@ def test_finetuned_accuracy_is_above_chance(pipeline):
 
 def test_hub_loads_the_exported_and_the_finetuned_model(pipeline):
     root = pipeline["root"]
-    exported = MagicChildModel.from_pretrained(
+    # the export is self-contained: dict.txt and the sentencepiece model beside model.pt
+    assert sorted(p.name for p in (root / "child").iterdir()) == ["dict.txt", "model.pt", "sentencepiece.bpe.model"]
+    exported = MagicChildModel.from_pretrained(str(root / "child"))
+    assert isinstance(exported, RobertaHubInterface)
+    text = "Return the sum of the array elements over a given axis."
+    tokens = exported.encode(text)
+    assert exported.extract_features(tokens).shape == (1, len(tokens), 32)
+    explicit = MagicChildModel.from_pretrained(
         str(root / "child"), checkpoint_file="model.pt", data_name_or_path=str(root / "mlm"),
         bpe="sentencepiece", sentencepiece_model=pipeline["spm"], user_dir=PLUGIN,
     )
-    assert isinstance(exported, RobertaHubInterface)
-    tokens = exported.encode("Return the sum of the array elements over a given axis.")
-    assert exported.extract_features(tokens).shape == (1, len(tokens), 32)
+    assert torch.equal(explicit.encode(text), tokens) and exported.decode(tokens) == text
 
     tuned = MagicChildModel.from_pretrained(
         str(root / "ft"), checkpoint_file="checkpoint_best.pt", data_name_or_path=str(root / "glue"),

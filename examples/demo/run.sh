@@ -62,7 +62,7 @@ fairseq-validate "$DATA/bin" --user-dir fairseq_magic --task magic_masked_lm \
 
 # Export the found child as a stand-alone RoBERTa-compatible model (inherited weights).
 [ -f "$CHILD/model.pt" ] || fairseq-magic export --checkpoint "$SAVE/checkpoint_last.pt" \
-    --arch "$SEARCH/best.json" --out "$CHILD/model.pt"
+    --arch "$SEARCH/best.json" --out "$CHILD/model.pt" --sentencepiece-model "$DATA/spm/spm.model"
 
 # A labelled sentence set in GLUE's layout: numpy/scipy vs standard-library docstrings.
 [ -f "$TOPICS/raw/train.label" ] || fairseq-magic topics --out "$TOPICS/raw" --per-label 1000

@@ -95,6 +95,16 @@ class MagicChildModel(RobertaModel):
             roberta_base_architecture(args)
             return build_roberta_model(cls, args, task, *child_from_args(args))
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", bpe=None,
+                        **kwargs):
+        """fairseq's RoBERTa hub loader; ``bpe`` defaults to sentencepiece when the
+        directory holds ``sentencepiece.bpe.model`` (a self-contained export)."""
+        if bpe is None:
+            has_spm = os.path.isfile(os.path.join(str(model_name_or_path), "sentencepiece.bpe.model"))
+            bpe = "sentencepiece" if has_spm else "gpt2"  # fairseq's own default otherwise
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, bpe=bpe, **kwargs)
+
     @property
     def space(self) -> SearchSpace:
         return self.encoder.space

@@ -1,0 +1,51 @@
+"""Half precision needs a GPU: ``--fp16`` / ``--bf16`` on a machine without one is an error.
+
+fairseq casts the model to float16 or bfloat16 whatever the device; on a CPU
+that run crawls (one update of the paper-scale configs did not finish in ten
+minutes) and says nothing. With the plugin loaded, fairseq's Trainer refuses
+it with one line before anything is trained or written.
+"""
+
+import functools
+
+import torch
+from fairseq.trainer import Trainer
+
+from .errors import MagicError
+
+
+def check_precision(cfg) -> None:
+    """MagicError when ``cfg`` asks for half precision on a CPU."""
+    common = cfg.common
+    half = [flag for flag in ("fp16", "bf16", "memory_efficient_fp16", "memory_efficient_bf16")
+            if getattr(common, flag, False)]
+    if not half or (getattr(common, "tpu", False) and _has_xla()):  # fairseq's --bf16 also sets --tpu
+        return
+    if getattr(common, "cpu", False) or not torch.cuda.is_available():
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in half)
+        raise MagicError(f"{flags} needs a GPU and this run has none (--cpu or no CUDA device): drop it to train "
+                         "in float32 (in a hydra config: common.fp16=false, common.bf16=false)")
+
+
+def _has_xla() -> bool:
+    try:
+        import torch_xla  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _checked(init):
+    @functools.wraps(init)
+    def wrapped(self, cfg, *args, **kwargs):
+        check_precision(cfg)
+        return init(self, cfg, *args, **kwargs)
+
+    wrapped._fairseq_magic = True
+    return wrapped
+
+
+def patch_trainer() -> None:
+    """Check the precision when fairseq builds its Trainer (once)."""
+    if not getattr(Trainer.__init__, "_fairseq_magic", False):
+        Trainer.__init__ = _checked(Trainer.__init__)
