@@ -149,7 +149,8 @@ def cmd_search(args) -> None:
     limits = Limits(args.min_params, args.max_params, args.min_flops, args.max_flops, args.seq_len)
     constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions)
     results = {}
-    bar = tqdm(desc="children scored", unit="child", disable=args.no_progress_bar)
+    most = args.population * args.generations if args.algorithm == "evolution" else args.children  # an upper bound
+    bar = tqdm(desc="children scored", unit="child", total=most, disable=args.no_progress_bar)
 
     def score(children):
         for child, s in zip(children, score_children(model, model, children, batches)):

@@ -1,4 +1,5 @@
-"""Figures: matplotlib without a display, its debug chatter kept out of the log."""
+"""Figures: matplotlib without a display, its debug chatter kept out of the log,
+every figure written as PNG (to look at) and PDF (to print)."""
 
 import logging
 
@@ -12,3 +13,9 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save(fig, stem: str) -> None:
+    """``stem``.png and ``stem``.pdf."""
+    fig.savefig(stem + ".png", dpi=150)
+    fig.savefig(stem + ".pdf")

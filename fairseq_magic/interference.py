@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import MagicError
-from .figures import pyplot
+from .figures import pyplot, save as _save
 from .mlm_loss import masked_lm_loss
 from .samplers import uniform_child
 from .streams import STREAM_INTERFERENCE, rng_for
@@ -77,6 +77,8 @@ class InterferenceResult:
     candidates: List[str]  # the candidates of layer+1, in the order of the matrix's rows and columns
     matrix: np.ndarray  # m = 1, averaged over repeats
     mean_by_m: Dict[int, float]  # mean off-diagonal similarity for children differing in m layers
+    se_by_m: Dict[int, float]  # its standard error over the repeats (0 with one repeat)
+    repeats: int
 
 
 def off_diagonal_mean(matrix: np.ndarray) -> float:
@@ -104,6 +106,9 @@ def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: 
         candidates=[space.candidates[c].name for c in space.layer_options[layer + 1]],
         matrix=np.mean(matrices[1], axis=0),
         mean_by_m={m: float(np.mean([off_diagonal_mean(x) for x in ms])) for m, ms in matrices.items()},
+        se_by_m={m: float(np.std([off_diagonal_mean(x) for x in ms], ddof=1) / np.sqrt(len(ms))) if len(ms) > 1 else 0.0
+                 for m, ms in matrices.items()},
+        repeats=repeats,
     )
 
 
@@ -140,42 +145,56 @@ def write_report(results: Dict[Tuple[str, int], InterferenceResult], out: str) -
             writer.writerow(["candidate at layer j+1"] + res.candidates)
             writer.writerows([[n] + [f"{v:.6f}" for v in row] for n, row in zip(res.candidates, res.matrix)])
 
-    fig, axes = plt.subplots(len(layers), len(labels), figsize=(4.2 * len(labels), 3.8 * len(layers)), squeeze=False)
+    # Fig. 2a/2b: one heatmap per (layer, super-net); cosines lie in [-1, 1], so a diverging scale centred on 0
+    fig, axes = plt.subplots(len(layers), len(labels), figsize=(4.4 * len(labels), 4.0 * len(layers)), squeeze=False)
     for (label, layer), res in results.items():
         ax = axes[layers.index(layer)][labels.index(label)]
         names = res.candidates
-        image = ax.imshow(res.matrix, vmin=0, vmax=1, cmap="viridis")
+        image = ax.imshow(res.matrix, vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_xticks(range(len(names)), names, rotation=45)
         ax.set_yticks(range(len(names)), names)
-        ax.set_title(f"{label}: o_g in layer {layer}")
+        ax.set_xlabel(f"candidate in layer {layer + 1}")
+        ax.set_ylabel(f"candidate in layer {layer + 1}")
+        ax.set_title(f"{label}: o_g in layer {layer}, m = 1, {_repeats(res.repeats)}", fontsize=9)
         for i in range(len(names)):
             for k in range(len(names)):
-                ax.text(k, i, f"{res.matrix[i, k]:.2f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(image, ax=ax, fraction=0.046)
+                value = res.matrix[i, k]
+                ax.text(k, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(value) > 0.6 else "black")
+        fig.colorbar(image, ax=ax, fraction=0.046, label="gradient cosine similarity")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "similarity_heatmaps.png"), dpi=120)
+    _save(fig, os.path.join(out, "similarity_heatmaps"))
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    # Fig. 2c / Fig. 8: mean similarity against m, with its standard error over the repeats
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
     with open(os.path.join(out, "similarity_vs_m.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["supernet", "layer", "m", "mean_similarity"])
+        writer.writerow(["supernet", "layer", "m", "mean_similarity", "standard_error", "repeats"])
         for (label, layer), res in results.items():
             ms = sorted(res.mean_by_m)
-            writer.writerows([[label, layer, m, f"{res.mean_by_m[m]:.6f}"] for m in ms])
-            ax.plot(ms, [res.mean_by_m[m] for m in ms], marker="o", label=f"{label}, layer {layer}")
+            writer.writerows([[label, layer, m, f"{res.mean_by_m[m]:.6f}", f"{res.se_by_m[m]:.6f}", res.repeats]
+                              for m in ms])
+            ax.errorbar(ms, [res.mean_by_m[m] for m in ms], yerr=[res.se_by_m[m] for m in ms], marker="o",
+                        capsize=3, label=f"{label}, o_g in layer {layer}")
     ax.set_xticks(range(1, max_m + 1))
     ax.set_xlabel("m (layers in which the children differ)")
     ax.set_ylabel("mean gradient cosine similarity")
+    ax.set_title(f"mean +/- standard error over {_repeats(max(r.repeats for r in results.values()))}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "similarity_vs_m.png"), dpi=120)
+    _save(fig, os.path.join(out, "similarity_vs_m"))
     plt.close(fig)
     with open(os.path.join(out, "interference.json"), "w") as f:
         json.dump({f"{label}/layer{layer}": {"matrix": res.matrix.tolist(), "mean_by_m": res.mean_by_m,
+                                             "se_by_m": res.se_by_m, "repeats": res.repeats,
                                              "candidates": res.candidates}
                    for (label, layer), res in results.items()}, f, indent=1)
     lines = [f"{'super-net':<16}{'layer':>6}" + "".join(f"{'m=' + str(m):>9}" for m in range(1, max_m + 1))]
     for (label, layer), res in results.items():
         lines.append(f"{label:<16}{layer:>6}" + "".join(f"{res.mean_by_m[m]:>9.4f}" for m in range(1, max_m + 1)))
     return "\n".join(lines)
+
+
+def _repeats(n: int) -> str:
+    return f"{n} repeat" + ("" if n == 1 else "s")

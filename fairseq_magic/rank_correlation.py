@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import MagicError
-from .figures import pyplot
+from .figures import pyplot, save
 from .samplers import distinct_children
 from .space import Child, SearchSpace, load_child, save_child
 from .streams import STREAM_RANK, rng_for
@@ -255,14 +255,17 @@ def write_report(truth: Dict[str, Dict], names: Sequence[str], labels: Sequence[
     rows = []
     for i, (label, checkpoint, est) in enumerate(zip(labels, checkpoints, estimates)):
         rows.append(dict(correlation(est, gt), label=label, checkpoint=checkpoint, estimates=list(est)))
-        fig, ax = plt.subplots(figsize=(4, 3.6))
+        fig, ax = plt.subplots(figsize=(4.4, 3.8))
         ax.scatter(gt, est, s=14)
-        ax.set_xlabel("stand-alone: " + ("- validation loss (bits)" if ground_truth == "valid_loss" else "fine-tuned accuracy"))
-        ax.set_ylabel("super-net estimate: - loss (bits)")
-        ax.set_title(f"{label}: tau {rows[-1]['tau']:.2f}")
+        ax.set_xlabel("stand-alone: " + ("- validation loss (bits/token)" if ground_truth == "valid_loss"
+                                         else "fine-tuned accuracy (%)"))
+        ax.set_ylabel("super-net estimate: - loss (bits/token)")
+        r = rows[-1]
+        ax.set_title(f"{label}: tau {r['tau']:.2f} (p {r['tau_p']:.1g}), rho {r['rho']:.2f} (p {r['rho_p']:.1g}), "
+                     f"n = {len(gt)}", fontsize=9)
         fig.tight_layout()
         suffix = f"_{list(labels[:i]).count(label) + 1}" if list(labels).count(label) > 1 else ""
-        fig.savefig(os.path.join(out, f"scatter_{label}{suffix}.png"), dpi=120)
+        save(fig, os.path.join(out, f"scatter_{label}{suffix}"))
         plt.close(fig)
     grouped: Dict[str, List[Sequence[float]]] = {}
     for row in rows:

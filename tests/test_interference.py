@@ -28,7 +28,7 @@ def test_matrix_is_symmetric_with_ones_on_the_diagonal_and_deterministic(frozen)
     np.testing.assert_array_equal(a.matrix, a.matrix.T)
     np.testing.assert_allclose(np.diag(a.matrix), 1.0, atol=1e-12)
     assert np.array_equal(a.matrix, b.matrix) and a.mean_by_m == b.mean_by_m  # no dropout, no drift
-    assert sorted(a.mean_by_m) == [1, 2, 3]
+    assert sorted(a.mean_by_m) == [1, 2, 3] and sorted(a.se_by_m) == [1, 2, 3] and a.repeats == 2
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())  # weights untouched
     assert all(p.grad is None for p in model.parameters())
@@ -64,10 +64,12 @@ def test_bad_layers_are_an_error(frozen):
 def test_interference_command_compares_two_supernets(supernet, tmp_path):
     proc = magic("interference", "--checkpoint", supernet, "--compare", supernet, "--labels", "a,b",
                  "--layers", "0,2", "--max-m", "2", "--repeats", "1", "--sentences", "8", "--out", str(tmp_path))
-    for name in ("similarity_heatmaps.png", "similarity_vs_m.png", "similarity_vs_m.csv", "a_layer0_similarity.csv"):
+    for name in ("similarity_heatmaps.png", "similarity_heatmaps.pdf", "similarity_vs_m.png", "similarity_vs_m.pdf",
+                 "similarity_vs_m.csv", "a_layer0_similarity.csv"):
         assert (tmp_path / name).exists()
     summary = json.loads((tmp_path / "interference.json").read_text())
     assert summary["a/layer0"] == summary["b/layer0"]  # the same checkpoint twice: the same numbers
+    assert summary["a/layer0"]["repeats"] == 1 and set(summary["a/layer0"]["se_by_m"]) == {"1", "2"}
     assert "matrices, plots and CSV files in" in proc.stdout
 
 

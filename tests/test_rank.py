@@ -56,6 +56,7 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
     assert methods["a"]["n"] == 2 and methods["a"]["sd"] == 0.0 and methods["b"]["diff"] == 0.0
     assert result["ceiling"]["seeds"] == 2 and -1 <= result["ceiling"]["tau"] <= 1
     assert (tmp_path / "table" / "scatter_a_1.png").exists() and (tmp_path / "table" / "scatter_b.png").exists()
+    assert (tmp_path / "table" / "scatter_b.pdf").exists()
     assert "Kendall's tau over 4 children" in proc.stdout and "ceiling (valid_loss): the same 4 children" in proc.stdout
 
 
