@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated data and helpers that run fairseq's real CLI."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -79,9 +80,10 @@ def magic(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "fairseq_magic.cli", *args], check=check)
 
 
-def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True,
+                  env: Dict[str, str] = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "fairseq_cli.train", data, *COMMON, *TINY, "--save-dir", save_dir, *extra]
-    return run(cmd, check=check)
+    return run(cmd, check=check, env=None if env is None else {**os.environ, **env})
 
 
 def train_log(proc: subprocess.CompletedProcess) -> List[dict]:
