@@ -17,9 +17,6 @@ from fairseq import modules
 class MaskedLMOutput:
     loss: torch.Tensor  # summed over masked tokens (nats), or per masked token with reduction="none"
     sample_size: torch.Tensor  # number of masked tokens
-    logits: torch.Tensor  # (masked tokens, vocabulary)
-    targets: torch.Tensor  # (masked tokens,)
-    masked: Optional[torch.Tensor]  # (B, T) bool, where the loss is taken (None: every position)
     extra: dict  # the model's second output (``inner_states`` with return_all_hiddens)
 
 
@@ -42,8 +39,7 @@ def masked_lm_loss(model, sample: dict, padding_idx: int, reduction: str = "sum"
     if masked_tokens is not None:
         targets = targets[masked_tokens]
     loss = cross_entropy(logits, targets, padding_idx, reduction)
-    return MaskedLMOutput(loss=loss, sample_size=sample_size, logits=logits, targets=targets,
-                          masked=masked_tokens, extra=extra or {})
+    return MaskedLMOutput(loss=loss, sample_size=sample_size, extra=extra or {})
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, padding_idx: int, reduction: str = "sum") -> torch.Tensor:

@@ -301,16 +301,19 @@ class MagicSupernetModel(RobertaModel):
             for layer, choice in zip(self.layers, previous or [None] * len(self.layers)):
                 layer.active = choice
 
+    def padding_mask(self, src_tokens: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B, T), True at padding; None when the batch has none (as fairseq's layers are called)."""
+        pads = src_tokens.eq(self.encoder.sentence_encoder.padding_idx)
+        return pads if pads.any() else None
+
     def embed(self, src_tokens: torch.Tensor):
         """(H_0, padding mask or None): the start of fairseq's TransformerEncoder
         forward, up to the first layer."""
-        encoder = self.encoder.sentence_encoder
-        padding_mask = src_tokens.eq(encoder.padding_idx)
-        has_pads = bool(padding_mask.any())
-        x, _ = encoder.forward_embedding(src_tokens)
-        if has_pads:
+        padding_mask = self.padding_mask(src_tokens)
+        x, _ = self.encoder.sentence_encoder.forward_embedding(src_tokens)
+        if padding_mask is not None:
             x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-        return x.transpose(0, 1), (padding_mask if has_pads else None)  # (B, T, C) -> (T, B, C)
+        return x.transpose(0, 1), padding_mask  # (B, T, C) -> (T, B, C)
 
     def hidden_states(self, src_tokens: torch.Tensor, upto: int, prefix: Sequence[torch.Tensor] = ()) -> List[torch.Tensor]:
         """H_0..H_upto of the current child, ``(T, B, C)`` each, without running
@@ -319,9 +322,7 @@ class MagicSupernetModel(RobertaModel):
         the first p layers with this one (and ran in the same mode); they are
         reused, and only the layers above p run."""
         if prefix:
-            states = list(prefix)
-            pads = src_tokens.eq(self.encoder.sentence_encoder.padding_idx)
-            padding_mask = pads if pads.any() else None
+            states, padding_mask = list(prefix), self.padding_mask(src_tokens)
         else:
             x, padding_mask = self.embed(src_tokens)
             states = [x]
