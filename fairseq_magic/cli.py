@@ -7,6 +7,7 @@
     fairseq-magic export --checkpoint supernet.pt --arch search/best.json --out child/model.pt
     fairseq-magic topics --out data/topics               # labelled sentences for fine-tuning
     fairseq-magic encode --spm data/spm/spm.model data/topics/train.input0
+    fairseq-magic glue-prep --glue-dir glue_data --model child/ --out glue-bin  # GLUE for fine-tuning
 
 Training itself is plain ``fairseq-train --user-dir fairseq_magic ...``.
 """
@@ -66,6 +67,22 @@ def cmd_encode(args) -> None:
             raise MagicError(f"input file not found: {path}")
         encode_file(sp, path, path + ".spm")
         print(f"{path} -> {path}.spm")
+
+
+def cmd_glue_prep(args) -> None:
+    """Raw GLUE task folders -> encoded, binarised folders for sentence_prediction."""
+    from .glue import prepare
+
+    spm_model = args.spm or (os.path.join(args.model, "sentencepiece.bpe.model") if args.model else "")
+    dictionary = args.dict or (os.path.join(args.model, "dict.txt") if args.model else "")
+    if not spm_model or not dictionary:
+        raise MagicError("glue-prep needs --model (an export's directory) or both --spm and --dict")
+    tasks = [t for t in args.tasks.split(",") if t.strip()]
+    for result in prepare(args.glue_dir, args.out, spm_model, dictionary, tasks):
+        rows = ", ".join(f"{split} {n:,}" for split, n in result["rows"].items())
+        dropped = f"; {result['dropped']} malformed rows dropped" if result["dropped"] else ""
+        kind = "regression" if result["regression"] else f"{result['num_classes']} classes"
+        print(f"{result['task']}: {rows} rows ({kind}{dropped}) -> {result['out']}")
 
 
 def cmd_space(args) -> None:
@@ -406,6 +423,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spm", required=True, help="sentencepiece model")
     p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser(
+        "glue-prep", help="encode and binarise raw GLUE task folders for fine-tuning (sentence_prediction)",
+        description="The counterpart of fairseq's preprocess_GLUE_tasks.sh: each task folder of --glue-dir "
+        "(CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI, as GLUE's download script lays them out) is split "
+        "into input0/input1/label, encoded with the pre-training sentencepiece model and binarised with the "
+        "pre-training dict.txt into OUT/<TASK>-bin, the data directory of the README's fine-tuning command.",
+    )
+    p.add_argument("--glue-dir", required=True, help="folder holding the task folders (RTE/train.tsv, ...)")
+    p.add_argument("--out", required=True, help="output folder; each task goes to OUT/<TASK>-bin")
+    p.add_argument("--model", default="", help="an export's directory: its sentencepiece.bpe.model and dict.txt")
+    p.add_argument("--spm", default="", help="the pre-training sentencepiece model (instead of --model)")
+    p.add_argument("--dict", default="", help="the pre-training dict.txt (instead of --model)")
+    p.add_argument("--tasks", default="", help="comma-separated task names (default: every task folder found)")
+    p.set_defaults(func=cmd_glue_prep)
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")
     p.add_argument("--arch", default="magic_supernet")

@@ -1,0 +1,219 @@
+"""GLUE's raw task folders as the binarised folders fairseq's ``sentence_prediction`` reads.
+
+The counterpart of fairseq's ``examples/roberta/preprocess_GLUE_tasks.sh`` for a
+model pre-trained with this plugin: each task's TSV files (as GLUE's download
+script lays them out) are split into ``input0`` (``input1``) and ``label``,
+encoded with the pre-training sentencepiece model and binarised with the
+pre-training ``dict.txt``:
+
+    fairseq-magic glue-prep --glue-dir glue_data --model child/ --out glue-bin
+
+writes ``glue-bin/RTE-bin/{input0,input1,label}`` and so on, the folders the
+README's fine-tuning command takes. As in fairseq's script: ``dev`` becomes
+the ``valid`` split (MNLI: ``dev_matched`` -> ``valid``, ``dev_mismatched`` ->
+``valid1``; likewise ``test``/``test1``), the header line is dropped (CoLA's
+train and dev files have none), QQP's rows without its six fields are dropped,
+class labels get their own dictionary, and STS-B's scores are divided by 5
+and kept as text (``label/<split>.label``, what ``--regression-target`` reads).
+Test files carry no labels. WNLI, which fairseq's script leaves out, has RTE's
+layout.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .errors import MagicError
+
+logger = logging.getLogger("fairseq_magic.glue")
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """Where one GLUE task keeps its inputs and labels (0-based TSV columns)."""
+
+    name: str
+    inputs: Tuple[int, ...]  # train and dev
+    test_inputs: Tuple[int, ...]
+    label: int  # train
+    dev_label: Optional[int] = None  # dev, where it differs from train's (MNLI)
+    num_classes: int = 2
+    regression: bool = False  # STS-B: a similarity score in [0, 5]
+    header: bool = True  # train and dev open with a header line (test files always do)
+    num_fields: int = 0  # rows of train/dev with another number of fields are dropped (0: keep all)
+    dev: Tuple[str, ...] = ("dev",)
+    test: Tuple[str, ...] = ("test",)
+
+
+TASKS: Dict[str, TaskLayout] = {t.name: t for t in (
+    TaskLayout("CoLA", inputs=(3,), test_inputs=(1,), label=1, header=False),
+    TaskLayout("SST-2", inputs=(0,), test_inputs=(1,), label=1),
+    TaskLayout("MRPC", inputs=(3, 4), test_inputs=(3, 4), label=0),
+    TaskLayout("STS-B", inputs=(7, 8), test_inputs=(7, 8), label=9, num_classes=1, regression=True),
+    TaskLayout("QQP", inputs=(3, 4), test_inputs=(1, 2), label=5, num_fields=6),
+    TaskLayout("MNLI", inputs=(8, 9), test_inputs=(8, 9), label=11, dev_label=15, num_classes=3,
+               dev=("dev_matched", "dev_mismatched"), test=("test_matched", "test_mismatched")),
+    TaskLayout("QNLI", inputs=(1, 2), test_inputs=(1, 2), label=3),
+    TaskLayout("RTE", inputs=(1, 2), test_inputs=(1, 2), label=3),
+    TaskLayout("WNLI", inputs=(1, 2), test_inputs=(1, 2), label=3),
+)}
+
+
+def task_layout(name: str) -> TaskLayout:
+    """The layout of a task named as GLUE names its folder (any case)."""
+    by_lower = {key.lower(): layout for key, layout in TASKS.items()}
+    layout = by_lower.get(name.strip().lower())
+    if layout is None:
+        raise MagicError(f"unknown GLUE task '{name}' (known: {', '.join(TASKS)})")
+    return layout
+
+
+def find_task_dir(glue_dir: str, layout: TaskLayout) -> Optional[str]:
+    for entry in sorted(os.listdir(glue_dir)):
+        path = os.path.join(glue_dir, entry)
+        if entry.lower() == layout.name.lower() and os.path.isdir(path):
+            return path
+    return None
+
+
+def fields_needed(columns: Sequence[int], label: Optional[int]) -> int:
+    return max(list(columns) + ([label] if label is not None else [])) + 1
+
+
+def read_rows(path: str, layout: TaskLayout, columns: Sequence[int], label: Optional[int],
+              header: bool) -> Tuple[List[List[str]], List[str], int]:
+    """(inputs per column, labels, rows dropped) of one TSV file; fields split on tabs
+    only, never unquoted (GLUE's sentences hold quotes)."""
+    needed = fields_needed(columns, label)
+    inputs: List[List[str]] = [[] for _ in columns]
+    labels: List[str] = []
+    dropped = 0
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines[1 if header else 0:]:
+        fields = line.rstrip("\r").split("\t")
+        wrong_count = label is not None and layout.num_fields and len(fields) != layout.num_fields
+        if wrong_count or len(fields) < needed:
+            dropped += 1
+            continue
+        for values, column in zip(inputs, columns):
+            values.append(fields[column].strip())
+        if label is not None:
+            labels.append(fields[label].strip())
+    return inputs, labels, dropped
+
+
+def _write_lines(path: str, lines: Sequence[str]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+
+
+def _binarise(destdir: str, trainpref: str, validpref: str = "", testpref: str = "", srcdict: str = "") -> None:
+    """fairseq-preprocess --only-source, run in this process."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    argv = ["--only-source", "--trainpref", trainpref, "--destdir", destdir, "--workers", "1"]
+    argv += ["--validpref", validpref] if validpref else []
+    argv += ["--testpref", testpref] if testpref else []
+    argv += ["--srcdict", srcdict] if srcdict else []
+    fairseq_log = logging.getLogger("fairseq_cli.preprocess")
+    level = fairseq_log.level
+    fairseq_log.setLevel(logging.WARNING)  # one summary line per task is ours to print
+    try:
+        preprocess.main(options.get_preprocessing_parser().parse_args(argv))
+    finally:
+        fairseq_log.setLevel(level)
+
+
+def _split_names(names: Sequence[str], base: str) -> List[str]:
+    """fairseq's names for a task's dev (or test) files: valid, valid1, ..."""
+    return [base if i == 0 else f"{base}{i}" for i in range(len(names))]
+
+
+def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: str) -> dict:
+    """Encode and binarise one task folder into ``out`` (``input0``, ``input1``, ``label``)."""
+    train = os.path.join(task_dir, "train.tsv")
+    if not os.path.isfile(train):
+        raise MagicError(f"{layout.name}: no train.tsv in {task_dir}")
+    splits = [("train", "train", layout.label)]
+    splits += [(name, "valid", layout.dev_label if layout.dev_label is not None else layout.label) for name in layout.dev]
+    splits += [(name, "test", None) for name in layout.test]
+    counts: Dict[str, int] = {}
+    dropped_total = 0
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    with tempfile.TemporaryDirectory(prefix=f"glue-{layout.name}-") as work:
+        prefixes: Dict[str, List[str]] = {"train": [], "valid": [], "test": []}
+        for name, kind, label in splits:
+            path = os.path.join(task_dir, f"{name}.tsv")
+            if not os.path.isfile(path):
+                if kind == "train" or kind == "valid":
+                    raise MagicError(f"{layout.name}: no {name}.tsv in {task_dir}")
+                continue  # a test split is optional
+            columns = layout.test_inputs if kind == "test" else layout.inputs
+            inputs, labels, dropped = read_rows(path, layout, columns, label, header=layout.header or kind == "test")
+            if not inputs[0]:
+                raise MagicError(f"{layout.name}: {path} has no row with the task's {fields_needed(columns, label)} "
+                                 "columns; is it GLUE's layout?")
+            if kind != "test" and not layout.regression:
+                classes = sorted(set(labels))
+                if len(classes) > layout.num_classes:
+                    raise MagicError(f"{layout.name}: {path} has {len(classes)} labels ({', '.join(classes[:6])}), "
+                                     f"the task has {layout.num_classes}; is the column layout GLUE's?")
+            dropped_total += dropped
+            counts[name] = len(inputs[0])
+            prefix = os.path.join(work, name)
+            prefixes[kind].append(prefix)
+            for i, values in enumerate(inputs):
+                _write_lines(f"{prefix}.input{i}.spm", [" ".join(sp.encode(v, out_type=str)) for v in values])
+            if kind != "test":
+                if layout.regression:
+                    try:
+                        _write_lines(f"{prefix}.label", [str(float(v) / 5.0) for v in labels])
+                    except ValueError as err:
+                        raise MagicError(f"{layout.name}: {path}: a score that is not a number ({err})") from None
+                else:
+                    _write_lines(f"{prefix}.label", labels)
+        for i in range(len(layout.inputs)):
+            _binarise(os.path.join(out, f"input{i}"), f"{prefixes['train'][0]}.input{i}.spm",
+                      ",".join(f"{p}.input{i}.spm" for p in prefixes["valid"]),
+                      ",".join(f"{p}.input{i}.spm" for p in prefixes["test"]), srcdict=dictionary)
+        label_dir = os.path.join(out, "label")
+        if layout.regression:
+            os.makedirs(label_dir, exist_ok=True)
+            for kind in ("train", "valid"):
+                for prefix, split in zip(prefixes[kind], _split_names(prefixes[kind], kind)):
+                    shutil.copyfile(f"{prefix}.label", os.path.join(label_dir, f"{split}.label"))
+        else:
+            _binarise(label_dir, f"{prefixes['train'][0]}.label", ",".join(f"{p}.label" for p in prefixes["valid"]))
+    return {"task": layout.name, "out": out, "rows": counts, "dropped": dropped_total,
+            "num_classes": layout.num_classes, "regression": layout.regression}
+
+
+def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Sequence[str] = ()) -> List[dict]:
+    """Prepare ``tasks`` (default: every GLUE task folder found in ``glue_dir``) into ``out/<TASK>-bin``."""
+    import sentencepiece as spm
+
+    if not os.path.isdir(glue_dir):
+        raise MagicError(f"GLUE directory not found: {glue_dir}")
+    for path, what in ((spm_model, "sentencepiece model"), (dictionary, "dictionary")):
+        if not os.path.isfile(path):
+            raise MagicError(f"{what} not found: {path}")
+    if tasks:
+        layouts = [task_layout(name) for name in tasks]
+        missing = [layout.name for layout in layouts if find_task_dir(glue_dir, layout) is None]
+        if missing:
+            raise MagicError(f"no folder for {', '.join(missing)} in {glue_dir}")
+    else:
+        layouts = [layout for layout in TASKS.values() if find_task_dir(glue_dir, layout) is not None]
+        if not layouts:
+            raise MagicError(f"no GLUE task folder ({', '.join(TASKS)}) in {glue_dir}")
+    sp = spm.SentencePieceProcessor(model_file=spm_model)
+    return [prepare_task(find_task_dir(glue_dir, layout), layout, sp, dictionary,
+                         os.path.join(out, f"{layout.name}-bin")) for layout in layouts]
