@@ -9,7 +9,8 @@ import pytest
 import torch
 from fairseq.models.roberta import RobertaHubInterface
 
-from conftest import PLUGIN, fairseq_train, magic, run
+from conftest import PLUGIN, assert_one_error_line, fairseq_train, magic, run
+from fairseq_magic.checkpoint import decode_json
 from fairseq_magic.models.child import MagicChildModel
 
 ARCH = "MHA2,FFN,CONV3,FFN,MHA2,FFN"
@@ -100,3 +101,32 @@ def test_rank_ground_truth_from_fine_tuning(pipeline, tmp_path):
                              "--lr 1e-3 --max-epoch 1 --cpu --num-workers 0")
     truth = json.loads((children / "truth.json").read_text())
     assert len(truth) == 2 and all(0 <= t["finetune_accuracy"] <= 100 and t["valid_loss"] > 0 for t in truth.values())
+
+
+def test_child_arch_from_a_file_a_string_or_the_restored_checkpoint_is_one_model(pipeline, tmp_path):
+    """The export is 32 wide: a string --child-arch without sizes, the architecture file and no
+    --child-arch at all all build it (sizes taken from the restored checkpoint); sizes that
+    contradict the checkpoint are one error line before anything is trained."""
+    root = pipeline["root"]
+    (tmp_path / "arch.json").write_text(json.dumps({"arch": ARCH, "space": MagicChildModel.from_pretrained(
+        str(root / "child")).model.space.to_dict()}))
+    common = [sys.executable, "-m", "fairseq_cli.train", str(root / "glue"), "--user-dir", PLUGIN,
+              "--restore-file", str(root / "child" / "model.pt"), "--reset-optimizer", "--reset-dataloader",
+              "--reset-meters", "--task", "sentence_prediction", "--criterion", "sentence_prediction",
+              "--num-classes", "2", "--arch", "magic_child", "--max-positions", "32", "--shorten-method", "truncate",
+              "--init-token", "0", "--separator-token", "2", "--batch-size", "16", "--optimizer", "adam",
+              "--lr", "1e-3", "--max-update", "1", "--cpu", "--num-workers", "0", "--no-epoch-checkpoints"]
+    shapes = {}
+    for name, arch in (("none", []), ("string", ["--child-arch", ARCH]), ("file", ["--child-arch", str(tmp_path / "arch.json")])):
+        run(common + arch + ["--save-dir", str(tmp_path / name)])
+        state = torch.load(tmp_path / name / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+        spec = decode_json(state["model"]["child_spec"])
+        assert (spec["child_arch"], spec["encoder_embed_dim"], spec["encoder_ffn_embed_dim"]) == (ARCH, 32, 64)
+        shapes[name] = {k: tuple(v.shape) for k, v in state["model"].items()}
+    assert shapes["none"] == shapes["string"] == shapes["file"]
+    wide = run(common + ["--child-arch", ARCH, "--encoder-embed-dim", "768", "--save-dir", str(tmp_path / "wide")],
+               check=False)
+    assert_one_error_line(wide, "encoder_embed_dim 768 (checkpoint: 32)")
+    other = run(common + ["--child-arch", "FFN,FFN", "--save-dir", str(tmp_path / "other")], check=False)
+    assert_one_error_line(other, f"--child-arch FFN,FFN (checkpoint: {ARCH})")
+    assert not list(tmp_path.glob("wide/*.pt")) and not list(tmp_path.glob("other/*.pt"))

@@ -15,32 +15,44 @@ and sizes with its weights, and the plugin's checkpoint loader completes the
 config from them, so a checkpoint rebuilds without the architecture file.
 """
 
+import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model
 from fairseq.models.roberta.model import RobertaModel, base_architecture as roberta_base_architecture
 from fairseq.utils import safe_getattr
+from omegaconf import II
+from omegaconf.errors import OmegaConfBaseException
 
-from ..checkpoint import CHILD_SPEC_KEY, SIZE_FIELDS, child_spec, encode_json, space_sizes
+from ..checkpoint import CHILD_SPEC_KEY, SIZE_FIELDS, child_spec, decode_json, encode_json, size_config, torch_load
 from ..errors import MagicError
 from ..space import Child, SearchSpace, load_child
 from .supernet import ACTIVATIONS, build_roberta_model, writable
 
+logger = logging.getLogger("fairseq_magic.models.child")
+
 
 @dataclass
 class MagicChildConfig(FairseqDataclass):
-    child_arch: str = field(default="", metadata={"help": "the child: an architecture file, or a string like MHA12,FFN,CONV3"})
-    encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size (when --child-arch is a string)"})
-    encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "inner size of a bare FFN (string --child-arch)"})
-    attention_qkv_dim: int = field(default=0, metadata={"help": "Q/K/V width of every MHA (0: hidden size)"})
-    embed_factor_dim: int = field(default=0, metadata={"help": "factorised embedding width (0: none)"})
-    attention_head_dim: int = field(
-        default=0, metadata={"help": "fixed head width: MHA<h> has h heads of this width (0: Q/K/V width over h)"}
-    )
+    child_arch: str = field(
+        default="", metadata={"help": "the child: an architecture file, or a string like MHA12,FFN,CONV3 "
+                                      "(default: the architecture of the --restore-file checkpoint)"})
+    encoder_embed_dim: Optional[int] = field(
+        default=None, metadata={"help": "hidden size of a string --child-arch (default: the --restore-file "
+                                        "checkpoint's, else 768)"})
+    encoder_ffn_embed_dim: Optional[int] = field(
+        default=None, metadata={"help": "inner size of a bare FFN, string --child-arch (default: as above, else 3072)"})
+    attention_qkv_dim: Optional[int] = field(
+        default=None, metadata={"help": "Q/K/V width of every MHA (default: as above, else the hidden size)"})
+    embed_factor_dim: Optional[int] = field(
+        default=None, metadata={"help": "factorised embedding width (default: as above, else none)"})
+    attention_head_dim: Optional[int] = field(
+        default=None, metadata={"help": "fixed head width: MHA<h> has h heads of this width (default: as above, "
+                                        "else the Q/K/V width over h)"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
     attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
@@ -50,22 +62,72 @@ class MagicChildConfig(FairseqDataclass):
     max_positions: Optional[int] = field(default=None, metadata={"help": "positions (default: the task's)"})
     untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
     spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
+    # where the run restores from (not options of the model): a restored magic_child gives the architecture
+    restore_file: str = II("checkpoint.restore_file")
+    save_dir: str = II("checkpoint.save_dir")
+
+
+# the sizes of a string --child-arch given neither on the command line nor by a restored checkpoint (RoBERTa-base)
+DEFAULT_SIZES = {"encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072, "attention_qkv_dim": 0,
+                 "embed_factor_dim": 0, "attention_head_dim": 0}
+
+
+def _config_value(args, key: str):
+    """``args.key``, or None where it is missing or an interpolation that does not resolve
+    (a config loaded from a checkpoint has no checkpoint section to point into)."""
+    try:
+        return safe_getattr(args, key, None)
+    except OmegaConfBaseException:
+        return None
+
+
+def restored_child_spec(args) -> Optional[Tuple[str, dict]]:
+    """(path, child spec) of the magic_child checkpoint this run restores from, if any."""
+    path = str(_config_value(args, "restore_file") or "")
+    if path == "checkpoint_last.pt":  # fairseq's default: the run's own last checkpoint, if any
+        path = os.path.join(str(_config_value(args, "save_dir") or ""), path)
+    if not path or not os.path.isfile(path):
+        return None
+    weights = torch_load(path).get("model") or {}
+    return (path, decode_json(weights[CHILD_SPEC_KEY])) if CHILD_SPEC_KEY in weights else None
+
+
+def resolve_child_arch(args) -> Tuple[List[str], dict, str]:
+    """(operator names, size fields, where they came from) of a magic_child config. An architecture file gives
+    both; a string gives the operators, and sizes left out come from the checkpoint the
+    run restores from, or RoBERTa-base's; no ``--child-arch`` means the restored
+    checkpoint's architecture. A restored checkpoint that disagrees is an error."""
+    arch = str(_config_value(args, "child_arch") or "").strip()
+    if arch and (arch.endswith(".json") or os.path.isfile(arch)):
+        file_space, file_child = load_child(arch)
+        return [file_space.candidates[c].name for c in file_child], size_config(file_space), f"the file {arch}"
+    given = {key: int(v) for key in DEFAULT_SIZES if (v := _config_value(args, key)) is not None}
+    restored = restored_child_spec(args) if not arch or len(given) < len(DEFAULT_SIZES) else None
+    if restored is None:
+        if not arch:
+            raise MagicError("--arch magic_child needs --child-arch (an architecture file or string) or a "
+                             "--restore-file of a magic_child checkpoint, which carries its architecture")
+        source = "the command line" + (", RoBERTa-base's for the sizes not given" if len(given) < len(DEFAULT_SIZES) else "")
+        return [op.strip() for op in arch.split(",")], {**DEFAULT_SIZES, **given}, source
+    path, spec = restored
+    ops = [op.strip() for op in (arch or spec["child_arch"]).split(",")]
+    sizes = {key: int(spec.get(key, DEFAULT_SIZES[key]) or 0) for key in DEFAULT_SIZES}
+    differ = [f"{key} {given[key]} (checkpoint: {sizes[key]})" for key in given if given[key] != sizes[key]]
+    if ops != spec["child_arch"].split(","):
+        differ.insert(0, f"--child-arch {','.join(ops)} (checkpoint: {spec['child_arch']})")
+    if differ:
+        raise MagicError(f"the model asked for differs from --restore-file {path}: {'; '.join(differ)}; "
+                         "leave --child-arch and the sizes out to take the checkpoint's")
+    return ops, sizes, f"the restored checkpoint {path}"
 
 
 def child_from_args(args):
     """(space, child) of a magic_child config; the space holds just the child's operators."""
-    arch = str(safe_getattr(args, "child_arch", "") or "").strip()
-    if not arch:
-        raise MagicError("--arch magic_child needs --child-arch (an architecture file or string)")
-    if arch.endswith(".json") or os.path.isfile(arch):
-        file_space, file_child = load_child(arch)
-        ops = [file_space.candidates[c].name for c in file_child]
-        dims = {attr: getattr(file_space, attr) for attr in SIZE_FIELDS.values()}
-    else:
-        ops = [op.strip() for op in arch.split(",")]
-        dims = space_sizes(args)
+    ops, sizes, source = resolve_child_arch(args)
     if any(not op for op in ops):
-        raise MagicError(f"empty operator in --child-arch '{arch}'")
+        raise MagicError(f"empty operator in --child-arch '{','.join(ops)}'")
+    logger.info(f"magic_child {','.join(ops)}: {', '.join(f'{k} {v}' for k, v in sizes.items())} (from {source})")
+    dims = {SIZE_FIELDS[key]: value for key, value in sizes.items()}
     space = SearchSpace.build(len(ops), ",".join(dict.fromkeys(ops)), **dims)
     return space, space.parse(",".join(ops))
 
@@ -91,9 +153,14 @@ class MagicChildModel(RobertaModel):
 
     @classmethod
     def build_model(cls, args, task):
+        space, child = child_from_args(args)
         with writable(args):
+            for key, value in size_config(space).items():  # the sizes the model has, for the saved config
+                setattr(args, key, value)
+            if not _config_value(args, "child_arch"):
+                args.child_arch = space.format(child)
             roberta_base_architecture(args)
-            return build_roberta_model(cls, args, task, *child_from_args(args))
+            return build_roberta_model(cls, args, task, space, child)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", bpe=None,
