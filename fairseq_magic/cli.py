@@ -117,7 +117,7 @@ def cmd_export(args) -> None:
 
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
-    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model)
+    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model, args.format)
     logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
     print(result["out"])
 
@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sentencepiece-model", default="",
                    help="the pre-training sentencepiece model, copied beside the checkpoint so that "
                         "from_pretrained(dir) needs nothing else")
+    p.add_argument("--format", choices=["magic_child", "roberta"], default="magic_child",
+                   help="roberta: a stock fairseq RoBERTa checkpoint, loadable without --user-dir (children made of "
+                        "MHA,FFN pairs with one head count and one FFN size)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -12,12 +12,20 @@ The export is self-contained: the pre-training ``dict.txt`` is written beside
 ``sentencepiece.bpe.model`` (the name fairseq's hub looks for), with the bpe
 settings in the checkpoint, so ``MagicChildModel.from_pretrained(dir)`` needs
 no other argument.
+
+``format="roberta"`` writes a child that is a plain Transformer (MHA and FFN
+layers alternating, one head count, one FFN size, Q/K/V as wide as the hidden
+size, no factorised embedding) as a stock fairseq ``roberta`` checkpoint:
+layers ``2j`` and ``2j+1`` become Transformer layer ``j`` (``self_attn``,
+``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``), so fairseq
+loads it with no ``--user-dir`` and computes the same features. Any other
+child is one error line naming the layers that prevent it.
 """
 
 import os
 import re
 import shutil
-from typing import Dict, Union
+from typing import Dict, List, Tuple, Union
 
 import torch
 from fairseq.tasks.masked_lm import MaskedLMConfig
@@ -64,12 +72,74 @@ def child_model_cfg(supernet_cfg, space: SearchSpace, child: Child) -> dict:
     return cfg
 
 
+def transformer_layers(space: SearchSpace, child: Child) -> List[Tuple[int, int]]:
+    """The (MHA layer, FFN layer) pairs of a child that is a plain Transformer, or
+    MagicError naming what makes it something else."""
+    ops = [space.candidates[c] for c in child]
+    problems = []
+    if len(ops) % 2:
+        problems.append(f"{len(ops)} layers (each Transformer layer is an MHA,FFN pair)")
+    problems += [f"layer {i} is {op.name}, not {'MHA' if i % 2 == 0 else 'FFN'}"
+                 for i, op in enumerate(ops) if op.kind != ("MHA" if i % 2 == 0 else "FFN")]
+    for kind in ("MHA", "FFN"):
+        names = sorted({op.name for op in ops if op.kind == kind})
+        if len(names) > 1:
+            problems.append(f"{kind} sizes differ ({', '.join(names)}; roberta has one)")
+    problems += [f"{name} attends over {width} dimensions, not the hidden size {space.hidden_dim}"
+                 for name, width in sorted({(op.name, space.attention_width(op)) for op in ops if op.kind == "MHA"})
+                 if width != space.hidden_dim]
+    if space.embed_dim != space.hidden_dim:
+        problems.append(f"factorised embeddings ({space.embed_dim} -> {space.hidden_dim})")
+    if problems:
+        raise MagicError(f"{space.format(child)} is not a plain Transformer, so it cannot be a roberta checkpoint: "
+                         + "; ".join(problems))
+    return [(i, i + 1) for i in range(0, len(ops), 2)]
+
+
+_CHILD_LAYER_KEY = re.compile(r"^(.*\.layers\.)(\d+)\.(op|layer_norm)\.(.*)$")
+
+
+def roberta_state_dict(weights: Dict[str, torch.Tensor], pairs: List[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
+    """A plain-Transformer child's weights under fairseq's TransformerEncoderLayer names."""
+    where = {layer: (j, role) for j, pair in enumerate(pairs) for layer, role in zip(pair, ("attention", "ffn"))}
+    names = {("attention", "op"): "self_attn.", ("attention", "layer_norm"): "self_attn_layer_norm.",
+             ("ffn", "op"): "", ("ffn", "layer_norm"): "final_layer_norm."}
+    out = {}
+    for key, value in weights.items():
+        match = _CHILD_LAYER_KEY.match(key)
+        if match:
+            prefix, layer, part, rest = match.groups()
+            j, role = where[int(layer)]
+            out[f"{prefix}{j}.{names[role, part]}{rest}"] = value
+        elif key != CHILD_SPEC_KEY:
+            out[key] = value
+    return out
+
+
+def roberta_model_cfg(child_cfg: dict, space: SearchSpace, child: Child) -> dict:
+    """fairseq's ``roberta`` config of a plain-Transformer child (magic_child config ``child_cfg``)."""
+    ops = [space.candidates[c] for c in child]
+    keep = ("dropout", "attention_dropout", "activation_dropout", "activation_fn", "pooler_activation_fn",
+            "pooler_dropout", "max_positions", "untie_weights_roberta", "spectral_norm_classification_head")
+    return {
+        "_name": "roberta", **{k: child_cfg[k] for k in keep if k in child_cfg},
+        "encoder_layers": len(ops) // 2, "encoder_embed_dim": space.hidden_dim,
+        "encoder_ffn_embed_dim": ops[1].size, "encoder_attention_heads": ops[0].size,
+        "encoder_normalize_before": False, "encoder_learned_pos": True, "layernorm_embedding": True,
+        "no_scale_embedding": True, "encoder_layerdrop": 0.0,
+    }
+
+
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"  # the name fairseq's hub_utils.from_pretrained picks up
+FORMATS = ("magic_child", "roberta")
 
 
-def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepiece_model: str = "") -> dict:
+def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepiece_model: str = "",
+                 format: str = "magic_child") -> dict:
     """Write ``out``: the child ``arch`` of super-net ``checkpoint`` as a magic_child
-    checkpoint, with ``dict.txt`` (and ``sentencepiece_model``) beside it."""
+    (or plain roberta) checkpoint, with ``dict.txt`` (and ``sentencepiece_model``) beside it."""
+    if format not in FORMATS:
+        raise MagicError(f"unknown export format '{format}' (known: {', '.join(FORMATS)})")
     if sentencepiece_model and not os.path.isfile(sentencepiece_model):
         raise MagicError(f"sentencepiece model not found: {sentencepiece_model}")
     state, model_cfg, space = load_supernet_checkpoint(checkpoint)
@@ -86,6 +156,11 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepie
     cfg["criterion"] = {"_name": "masked_lm", "tpu": False}
     weights = child_state_dict(state["model"], child, space)
     weights[CHILD_SPEC_KEY] = encode_json(child_spec(space, child))
+    if format == "roberta":
+        pairs = transformer_layers(space, child)
+        cfg["model"] = roberta_model_cfg(cfg["model"], space, child)
+        cfg["common"]["user_dir"] = None  # stock fairseq loads it
+        weights = roberta_state_dict(weights, pairs)
     exported = {
         "args": None,
         "cfg": cfg,

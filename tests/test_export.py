@@ -6,7 +6,8 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import COMMON, load_state, magic, run, train_log
+from conftest import COMMON, assert_one_error_line, fairseq_train, load_state, magic, run, train_log
+from fairseq_magic.models.child import MagicChildModel
 from fairseq_magic.space import SearchSpace, save_child
 
 ARCH = "MHA2,FFN,CONV3,CONV5,FFN,MHA2"
@@ -71,3 +72,64 @@ def test_export_bad_child_fails_clearly(supernet, tmp_path, args, message):
     proc = magic("export", "--checkpoint", supernet, *args, "--out", str(tmp_path / "x.pt"), check=False)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("fairseq-magic: error:")
     assert message in proc.stderr and not (tmp_path / "x.pt").exists()
+
+
+STOCK_ROBERTA = """
+import sys, torch
+from fairseq.models.roberta import RobertaModel
+hub = RobertaModel.from_pretrained(sys.argv[1], "model.pt", bpe="sentencepiece")  # fairseq's own loader, no plugin
+assert "fairseq_magic" not in sys.modules and type(hub.model) is RobertaModel
+hub.eval()
+tokens = hub.encode(sys.argv[2])
+torch.save({"tokens": tokens, "features": hub.extract_features(tokens, return_all_hiddens=True)}, sys.argv[3])
+"""
+
+
+@pytest.fixture(scope="module")
+def plain_supernet(spm_data, tmp_path_factory):
+    """A super-net with sentencepiece data and unfactorised embeddings, of MHA and FFN layers."""
+    save = tmp_path_factory.mktemp("plain")
+    fairseq_train(spm_data["bin"], str(save), "--max-update", "4", "--candidate-ops", "MHA2,MHA4,FFN,FFN32,CONV3",
+                  "--embed-factor-dim", "0")
+    return str(save / "checkpoint_last.pt")
+
+
+def test_a_plain_transformer_child_exports_as_a_stock_roberta_checkpoint(plain_supernet, spm_data, tmp_path):
+    arch = "MHA4,FFN,MHA4,FFN,MHA4,FFN"
+    for fmt in ("magic_child", "roberta"):
+        magic("export", "--checkpoint", plain_supernet, "--arch", arch, "--out", str(tmp_path / fmt / "model.pt"),
+              "--sentencepiece-model", spm_data["spm"], "--format", fmt)
+    text = "tok3 tok17 tok5 tok42 tok8"
+    run([sys.executable, "-c", STOCK_ROBERTA, str(tmp_path / "roberta"), text, str(tmp_path / "stock.pt")])
+    stock = torch.load(tmp_path / "stock.pt", weights_only=True)
+    ours = MagicChildModel.from_pretrained(str(tmp_path / "magic_child"))
+    ours.eval()
+    assert torch.equal(ours.encode(text), stock["tokens"])
+    with torch.no_grad():
+        inner = ours.extract_features(stock["tokens"], return_all_hiddens=True)
+    # roberta's layer j is our MHA layer 2j and FFN layer 2j+1: every second hidden state, and the output
+    assert len(stock["features"]) == 4 and len(inner) == 7
+    for j, feature in enumerate(stock["features"]):
+        torch.testing.assert_close(feature, inner[2 * j], rtol=1e-5, atol=1e-5)
+    state = load_state(str(tmp_path / "roberta" / "model.pt"))
+    assert state["cfg"]["model"]["_name"] == "roberta" and state["cfg"]["model"]["encoder_layers"] == 3
+    assert sorted(p.name for p in (tmp_path / "roberta").iterdir()) == ["dict.txt", "model.pt", "sentencepiece.bpe.model"]
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("MHA4,FFN,CONV3,FFN,MHA4,FFN", "layer 2 is CONV3, not MHA"),
+    ("MHA4,FFN,MHA2,FFN,MHA4,FFN", "MHA sizes differ (MHA2, MHA4; roberta has one)"),
+    ("MHA4,FFN32,MHA4,FFN,MHA4,FFN", "FFN sizes differ"),
+    ("FFN,MHA4,MHA4,FFN,MHA4,FFN", "layer 0 is FFN, not MHA; layer 1 is MHA4, not FFN"),
+])
+def test_other_children_are_one_line_naming_what_prevents_roberta(plain_supernet, tmp_path, arch, message):
+    proc = magic("export", "--checkpoint", plain_supernet, "--arch", arch, "--out", str(tmp_path / "x" / "model.pt"),
+                 "--format", "roberta", check=False)
+    assert_one_error_line(proc, f"{arch} is not a plain Transformer, so it cannot be a roberta checkpoint: ")
+    assert message in proc.stderr and not (tmp_path / "x" / "model.pt").exists()
+
+
+def test_factorised_embeddings_prevent_roberta(supernet, tmp_path):
+    proc = magic("export", "--checkpoint", supernet, "--arch", "MHA2,FFN,MHA2,FFN,MHA2,FFN", "--out",
+                 str(tmp_path / "model.pt"), "--format", "roberta", check=False)
+    assert_one_error_line(proc, "factorised embeddings (16 -> 32)")
