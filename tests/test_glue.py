@@ -9,7 +9,7 @@ import pytest
 import sentencepiece as spm
 from fairseq.data import Dictionary, data_utils
 
-from conftest import PLUGIN, assert_one_error_line, magic, run
+from conftest import PLUGIN, ROOT, assert_one_error_line, fairseq_train, load_state, magic, run
 
 # Each task's files as GLUE's download script writes them: (header or None, row builder).
 # A row builder gets (index, sentence a, sentence b, label) and returns the fields.
@@ -153,3 +153,40 @@ def test_bad_glue_input_is_one_error_line(glue, spm_data, tmp_path):
     assert "has no row with the task's 4 columns" in proc.stderr
     proc = magic("glue-prep", "--glue-dir", str(glue["root"] / "raw"), "--out", str(tmp_path / "o"), check=False)
     assert_one_error_line(proc, "needs --model")
+
+
+@pytest.fixture(scope="module")
+def child_export(spm_data, tmp_path_factory):
+    """A child exported from a super-net pre-trained on the data whose dictionary glue-prep used."""
+    root = tmp_path_factory.mktemp("glue_child")
+    fairseq_train(spm_data["bin"], str(root / "supernet"), "--max-update", "3")
+    magic("export", "--checkpoint", str(root / "supernet" / "checkpoint_last.pt"), "--arch", "MHA2,FFN,CONV3,FFN,MHA2,FFN",
+          "--out", str(root / "child" / "model.pt"), "--sentencepiece-model", spm_data["spm"])
+    return str(root / "child" / "model.pt")
+
+
+CONFIGS = {"cola": "CoLA", "sst_2": "SST-2", "mrpc": "MRPC", "sts_b": "STS-B", "qqp": "QQP", "mnli": "MNLI",
+           "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_glue_configs_fine_tune_a_child_under_hydra(glue, child_export, tmp_path, config):
+    """Each task's config runs 5 updates on its glue-prep folder, with only the paths, the
+    CPU and the tiny sizes overridden; the child's architecture comes from the checkpoint."""
+    task = CONFIGS[config]
+    proc = run([
+        sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(ROOT / "examples" / "glue" / "config"),
+        "--config-name", config, f"task.data={glue['root'] / 'bin' / f'{task}-bin'}",
+        f"checkpoint.restore_file={child_export}", f"common.user_dir={PLUGIN}", f"checkpoint.save_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'hydra'}", "common.cpu=true", "common.fp16=false", "task.max_positions=32",
+        "optimization.max_update=5", "lr_scheduler.warmup_updates=1", "dataset.batch_size=4",
+    ])
+    log = proc.stdout + proc.stderr
+    assert "num_updates 5" in log or "num_updates=5" in log, log[-2000:]
+    metric = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "sts_b": "pearson_and_spearman"}.get(config, "accuracy")
+    assert f"| {metric} " in log.split("valid on 'valid' subset")[-1], log[-2000:]
+    if config == "mnli":
+        assert "valid on 'valid1' subset" in log
+    state = load_state(str(tmp_path / "checkpoint_last.pt"))
+    head = state["model"]["classification_heads.sentence_classification_head.out_proj.weight"]
+    assert head.shape[0] == (1 if config == "sts_b" else 3 if config == "mnli" else 2)
