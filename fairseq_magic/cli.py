@@ -158,6 +158,7 @@ def cmd_search(args) -> None:
     """Evolution or random search over a trained super-net under size limits."""
     import numpy as np
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .search import Constraints, Limits, evolution, random_search, write_results
     from .scoring import score_children
@@ -175,17 +176,18 @@ def cmd_search(args) -> None:
         bar.update(len(children))
         return [results[c].value(args.metric) for c in children]
 
-    rng = np.random.default_rng(args.seed)
-    if args.algorithm == "evolution":
-        def report(gen, scores):
-            best = max(scores, key=scores.get)
-            logger.info(f"generation {gen + 1}/{args.generations}: {len(scores)} children scored; best: loss "
-                        f"{results[best].loss:.4f} accuracy {results[best].accuracy:.4f} {space.format(best)}")
+    def report(gen, scores):
+        best = max(scores, key=scores.get)
+        logger.info(f"generation {gen + 1}/{args.generations}: {len(scores)} children scored; best: loss "
+                    f"{results[best].loss:.4f} accuracy {results[best].accuracy:.4f} {space.format(best)}")
 
-        evolution(score, constraints, rng, args.population, args.generations, args.parents, args.mutation_prob, report)
-    else:
-        random_search(score, constraints, rng, args.children)
-    bar.close()
+    rng = np.random.default_rng(args.seed)
+    with bar, logging_redirect_tqdm():
+        if args.algorithm == "evolution":
+            evolution(score, constraints, rng, args.population, args.generations, args.parents, args.mutation_prob,
+                      report)
+        else:
+            random_search(score, constraints, rng, args.children)
 
     settings = {"checkpoint": os.path.abspath(args.checkpoint), "algorithm": args.algorithm, "seed": args.seed,
                 "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "limits": vars(limits)}
@@ -202,18 +204,25 @@ def supernet_labels(labels: str, checkpoints) -> list:
 
 def cmd_interference(args) -> None:
     """Gradient cosine similarity of children on a shared operator (Fig. 2, 8)."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .interference import measure, write_report
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     labels = supernet_labels(args.labels, checkpoints)
     layers = [int(x) for x in args.layers.split(",")]
     results = {}
-    for label, checkpoint in zip(labels, checkpoints):
-        model, _, _, batches = load_supernet_for_scoring(args, checkpoint)
-        for layer in layers:
-            res = results[(label, layer)] = measure(model, batches, layer, args.max_m, args.repeats, args.seed)
-            logger.info(f"{label}, o_g in layer {layer}: mean similarity by m: "
-                        + ", ".join(f"m={m}: {v:.4f}" for m, v in res.mean_by_m.items()))
+    total = len(checkpoints) * len(layers) * args.repeats * args.max_m
+    with tqdm(desc="similarity matrices", unit="matrix", total=total, disable=args.no_progress_bar) as bar, \
+            logging_redirect_tqdm():
+        for label, checkpoint in zip(labels, checkpoints):
+            model, _, _, batches = load_supernet_for_scoring(args, checkpoint)
+            for layer in layers:
+                res = results[(label, layer)] = measure(model, batches, layer, args.max_m, args.repeats, args.seed,
+                                                        progress=bar)
+                logger.info(f"{label}, o_g in layer {layer}: mean similarity by m: "
+                            + ", ".join(f"m={m}: {v:.4f}" for m, v in res.mean_by_m.items()))
     print(write_report(results, args.out))
     print(f"matrices, plots and CSV files in {args.out}")
 
@@ -242,8 +251,13 @@ def cmd_rank_train(args) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds or len(set(seeds)) != len(seeds):
         raise MagicError(f"--seeds must list distinct integers, got '{args.seeds}'")
-    truth = rank_correlation.train_children(args.dir, args.data, shlex.split(args.train_args), args.finetune_data,
-                                shlex.split(args.finetune_args), seeds=seeds, jobs=args.jobs, log=logger.info)
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with tqdm(desc="trainings", unit="run", disable=args.no_progress_bar) as bar, logging_redirect_tqdm():
+        truth = rank_correlation.train_children(
+            args.dir, args.data, shlex.split(args.train_args), args.finetune_data, shlex.split(args.finetune_args),
+            seeds=seeds, jobs=args.jobs, log=logger.info, progress=bar)
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
     for metric in ("valid_loss", "finetune_accuracy"):
         names = [n for n, r in truth.items() if metric in r]
@@ -360,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the seeds' agreement is printed as the ceiling of any rank correlation")
     q.add_argument("--jobs", type=int, default=1,
                    help="trainings run at once (on a CPU, with OMP_NUM_THREADS=1 each)")
+    q.add_argument("--no-progress-bar", action="store_true")
     q.set_defaults(func=cmd_rank_train)
     q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")
     q.add_argument("--dir", required=True, help="directory with children and truth.json")
@@ -389,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-m", type=int, default=1, help="children differ in layers j+1..j+m, m = 1..max")
     p.add_argument("--repeats", type=int, default=10, help="random o_g and paths averaged (paper: 10)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-progress-bar", action="store_true")
     add_scoring_options(p, sentences=64, batch_size=64)
     p.set_defaults(func=cmd_interference)
 

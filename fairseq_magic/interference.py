@@ -86,8 +86,10 @@ def off_diagonal_mean(matrix: np.ndarray) -> float:
     return float(matrix[mask].mean())
 
 
-def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: int, seed: int) -> InterferenceResult:
-    """Fig. 2a/2c for o_g in ``layer`` (0-based), averaged over ``repeats`` random o_g and paths."""
+def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: int, seed: int,
+            progress=None) -> InterferenceResult:
+    """Fig. 2a/2c for o_g in ``layer`` (0-based), averaged over ``repeats`` random o_g and paths;
+    ``progress`` (a tqdm bar) counts the ``repeats * max_m`` similarity matrices."""
     space = supernet.space
     if not 0 <= layer < space.num_layers - 1:
         raise MagicError(f"layer {layer} has no next layer to vary (the super-net has {space.num_layers} layers)")
@@ -101,6 +103,8 @@ def measure(supernet, batches: Sequence[dict], layer: int, max_m: int, repeats: 
         for m in range(1, max_m + 1):
             children = differing_children(base, layer, m, space.layer_options, rng)
             matrices[m].append(cosine_matrix([gradient(supernet, c, params, batches) for c in children]))
+            if progress is not None:
+                progress.update()
     return InterferenceResult(
         layer=layer,
         candidates=[space.candidates[c].name for c in space.layer_options[layer + 1]],

@@ -175,11 +175,12 @@ def _record_mean(record: Dict, metric: str) -> None:
 
 def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_data: str = "",
                    finetune_args: Sequence[str] = (), seeds: Sequence[int] = (1,), jobs: int = 1,
-                   log=print) -> Dict[str, Dict]:
+                   log=print, progress=None) -> Dict[str, Dict]:
     """Train every (child, seed) that has no ground truth yet: masked-LM
     pre-training from scratch (``--seed`` appended to ``train_args``), then
     (with ``finetune_data``) fairseq's sentence_prediction from it. ``jobs``
-    runs that many trainings at once; ``truth.json`` is rewritten after each."""
+    runs that many trainings at once; ``truth.json`` is rewritten after each.
+    ``progress`` (a tqdm bar) is reset to the number of trainings and counts them."""
     _, children = read_children(out_dir)
     truth = read_truth(out_dir)
     plugin = os.path.dirname(os.path.abspath(__file__))
@@ -225,10 +226,14 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
                 json.dump(truth, f, indent=1)
         log(f"{tag}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
 
+    if progress is not None:
+        progress.reset(total=len(todo))
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
         for future in as_completed([pool.submit(train, item) for item in todo]):
             future.result()  # the first failure is raised; trainings not yet started are cancelled
+            if progress is not None:
+                progress.update()
     finally:
         pool.shutdown(cancel_futures=True)
     return {name: record for name, record in truth.items() if record}

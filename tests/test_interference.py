@@ -71,6 +71,7 @@ def test_interference_command_compares_two_supernets(supernet, tmp_path):
     assert summary["a/layer0"] == summary["b/layer0"]  # the same checkpoint twice: the same numbers
     assert summary["a/layer0"]["repeats"] == 1 and set(summary["a/layer0"]["se_by_m"]) == {"1", "2"}
     assert "matrices, plots and CSV files in" in proc.stdout
+    assert "similarity matrices: 100%" in proc.stderr and "| 8/8 [" in proc.stderr  # 2 nets x 2 layers x m 1..2
 
 
 def test_interference_names_each_layers_own_candidates_in_a_grouped_space(data_bin, tmp_path):

@@ -40,6 +40,7 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
                    "--seeds", "1,2", "--jobs", "2")
     assert (second.stdout + second.stderr).count("training child") == 4
     assert "seed 1 from scratch" not in second.stdout + second.stderr
+    assert "trainings: 100%" in second.stderr and "| 4/4 [" in second.stderr  # progress with its total
     truth = json.loads((children / "truth.json").read_text())
     for record in truth.values():
         assert sorted(record["valid_loss_by_seed"]) == ["1", "2"]
