@@ -19,6 +19,12 @@ is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
   renamed into place, so a kill leaves either the old or the new file; a save
   that fails (a full disk) removes its ``.tmp`` and is one error line;
 * the data directory is recorded as an absolute path;
+* the config of a plugin model or task opens with ``PLUGIN_NOTE``, a key that
+  says how to load the plugin: stock fairseq, asked to load the checkpoint
+  without it, prints its config in the error (``Could not infer task type from
+  {...}``, or ``KeyError: "'...'"`` naming the config's first key, a slip in
+  fairseq's own message), so the user reads the note; the plugin's loader
+  removes it again;
 * a resume whose ``checkpoint_last.pt`` cannot be read (a file cut short by a
   crash outside this plugin) continues from the newest readable checkpoint in
   the save directory, with one warning.
@@ -51,7 +57,7 @@ from fairseq import checkpoint_utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
 from fairseq.utils import safe_getattr
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from .errors import MagicError
 from .space import SearchSpace
@@ -143,6 +149,7 @@ def _checked_loader(load_checkpoint_to_cpu):
             raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
         if not isinstance(state, dict) or "model" not in state:
             raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+        remove_plugin_note(state)
         complete_child_config(state)
         return state
 
@@ -224,11 +231,34 @@ def _absolute_data_path(state) -> None:
         task["data"] = os.pathsep.join(p if not _is_local(p) else os.path.abspath(p) for p in task["data"].split(os.pathsep))
 
 
+PLUGIN_NOTE = ("fairseq-magic plugin not loaded - add --user-dir fairseq_magic (fairseq-train, fairseq-validate) "
+               "or user_dir=PATH (from_pretrained) or import fairseq_magic")  # no '.', ':' or braces: see above
+
+
+def add_plugin_note(state) -> None:
+    """Open the model and task config of a plugin checkpoint with ``PLUGIN_NOTE``."""
+    cfg = state.get("cfg")
+    for section in ("model", "task"):
+        entry = cfg.get(section) if isinstance(cfg, dict) else None
+        if isinstance(entry, dict) and str(entry.get("_name", "")).startswith("magic_") and PLUGIN_NOTE not in entry:
+            cfg[section] = {PLUGIN_NOTE: True, **entry}
+
+
+def remove_plugin_note(state) -> None:
+    cfg = state.get("cfg")
+    for section in ("model", "task"):
+        entry = cfg.get(section) if cfg is not None else None
+        if entry is not None and getattr(entry, "pop", None) is not None and PLUGIN_NOTE in entry:
+            with open_dict(entry) if OmegaConf.is_config(entry) else contextlib.nullcontext():
+                entry.pop(PLUGIN_NOTE)
+
+
 def atomic_save(obj, filename: str, async_write: bool = False) -> None:
     """Write a checkpoint to ``filename.tmp`` and rename it into place; a failed
     write removes the temporary file and is one error line."""
     if isinstance(obj, dict):
         _absolute_data_path(obj)
+        add_plugin_note(obj)
     if async_write or not _is_local(filename):
         return _fairseq_save(obj, filename, async_write)
     tmp = filename + ".tmp"

@@ -345,6 +345,43 @@ def impossible_limits(request):
     assert_one_error_line(proc, "no child can meet the parameter limits")
 
 
+@case("child-arch-contradicts-checkpoint")
+def child_arch_contradicts_checkpoint(request):
+    tmp_path, supernet, data_bin = (request.getfixturevalue(f) for f in ("tmp_path", "supernet", "data_bin"))
+    magic("export", "--checkpoint", supernet, "--arch", ARCH, "--out", str(tmp_path / "child" / "model.pt"))
+    retrain = [sys.executable, "-m", "fairseq_cli.train", data_bin, "--user-dir", PLUGIN, "--task", "masked_lm",
+               "--criterion", "masked_lm", "--arch", "magic_child", "--restore-file", str(tmp_path / "child" / "model.pt"),
+               "--reset-optimizer", "--tokens-per-sample", "32", "--batch-size", "8", "--optimizer", "adam", "--lr", "1e-3",
+               "--max-update", "1", "--cpu", "--num-workers", "0", "--save-dir", str(tmp_path / "save")]
+    assert_one_error_line(run(retrain + ["--child-arch", "FFN,FFN,FFN,FFN,FFN,FFN"], check=False),
+                          f"--child-arch FFN,FFN,FFN,FFN,FFN,FFN (checkpoint: {ARCH})")
+    assert_one_error_line(run(retrain + ["--child-arch", ARCH, "--encoder-embed-dim", "768"], check=False),
+                          "encoder_embed_dim 768 (checkpoint: 32)")
+    assert not list(tmp_path.glob("save/*.pt"))
+
+
+@case("not-a-plain-transformer")
+def not_a_plain_transformer(request):
+    tmp_path, supernet = request.getfixturevalue("tmp_path"), request.getfixturevalue("supernet")
+    proc = magic("export", "--checkpoint", supernet, "--arch", ARCH, "--out", str(tmp_path / "model.pt"),
+                 "--format", "roberta", check=False)
+    assert_one_error_line(proc, f"{ARCH} is not a plain Transformer, so it cannot be a roberta checkpoint: "
+                                "layer 2 is CONV3, not MHA")
+    assert not (tmp_path / "model.pt").exists()
+
+
+@case("glue-layout")
+def glue_layout(request):
+    tmp_path, spm_data = request.getfixturevalue("tmp_path"), request.getfixturevalue("spm_data")
+    (tmp_path / "glue" / "MNLI").mkdir(parents=True)
+    for split in ("train", "dev_matched", "dev_mismatched"):  # RTE's four columns where MNLI has twelve
+        (tmp_path / "glue" / "MNLI" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tneutral\n")
+    common = ["--glue-dir", str(tmp_path / "glue"), "--out", str(tmp_path / "out"), "--spm", spm_data["spm"],
+              "--dict", os.path.join(spm_data["bin"], "dict.txt")]
+    assert_one_error_line(magic("glue-prep", *common, check=False), "has no row with the task's 12 columns")
+    assert_one_error_line(magic("glue-prep", *common, "--tasks", "SQuAD", check=False), "unknown GLUE task 'SQuAD'")
+
+
 @case("killed-peer-rank")
 def killed_peer_rank(request):
     """Two gloo ranks; rank 1 is killed mid-training: rank 0 stops soon after, with one line."""

@@ -133,3 +133,24 @@ def test_factorised_embeddings_prevent_roberta(supernet, tmp_path):
     proc = magic("export", "--checkpoint", supernet, "--arch", "MHA2,FFN,MHA2,FFN,MHA2,FFN", "--out",
                  str(tmp_path / "model.pt"), "--format", "roberta", check=False)
     assert_one_error_line(proc, "factorised embeddings (16 -> 32)")
+
+
+STOCK_LOAD = """
+import sys
+from fairseq import checkpoint_utils
+checkpoint_utils.load_model_ensemble_and_task([sys.argv[1]], arg_overrides={"data": sys.argv[2]})
+"""
+
+
+def test_without_the_plugin_fairseq_says_how_to_load_it(supernet, data_bin, tmp_path):
+    """Stock fairseq (no --user-dir) on a super-net or an exported child: the error it ends
+    with names the plugin and how to load it, not a bare KeyError of a config field."""
+    magic("export", "--checkpoint", supernet, "--arch", ARCH, "--out", str(tmp_path / "child" / "model.pt"))
+    for path in (supernet, str(tmp_path / "child" / "model.pt")):
+        proc = run([sys.executable, "-c", STOCK_LOAD, path, data_bin], check=False)
+        assert proc.returncode != 0
+        assert "fairseq-magic plugin not loaded - add --user-dir fairseq_magic" in proc.stderr.strip().splitlines()[-1]
+    # with the plugin the note is gone from the loaded config
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "child" / "model.pt"))
+    assert list(state["cfg"]["model"])[0] != "fairseq-magic plugin not loaded" and "_name" in state["cfg"]["model"]
+    assert not any(str(k).startswith("fairseq-magic plugin") for k in state["cfg"]["model"])
