@@ -77,12 +77,21 @@ def cmd_glue_prep(args) -> None:
     dictionary = args.dict or (os.path.join(args.model, "dict.txt") if args.model else "")
     if not spm_model or not dictionary:
         raise MagicError("glue-prep needs --model (an export's directory) or both --spm and --dict")
+    from tqdm import tqdm
+
     tasks = [t for t in args.tasks.split(",") if t.strip()]
-    for result in prepare(args.glue_dir, args.out, spm_model, dictionary, tasks):
+    bar = tqdm(desc="GLUE tasks", unit="task", disable=args.no_progress_bar)
+
+    def on_task(layouts, result):
+        bar.total = len(layouts)
         rows = ", ".join(f"{split} {n:,}" for split, n in result["rows"].items())
         dropped = f"; {result['dropped']} malformed rows dropped" if result["dropped"] else ""
         kind = "regression" if result["regression"] else f"{result['num_classes']} classes"
-        print(f"{result['task']}: {rows} rows ({kind}{dropped}) -> {result['out']}")
+        bar.write(f"{result['task']}: {rows} rows ({kind}{dropped}) -> {result['out']}", file=sys.stdout)
+        bar.update()
+
+    with bar:
+        prepare(args.glue_dir, args.out, spm_model, dictionary, tasks, on_task=on_task)
 
 
 def cmd_space(args) -> None:
@@ -274,9 +283,12 @@ def cmd_rank_correlate(args) -> None:
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
     if len(names) < len(children):
         logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
+    from tqdm import tqdm
+
     labels = supernet_labels(args.labels, args.checkpoints)
     estimates = []
-    for checkpoint in args.checkpoints:
+    for checkpoint in tqdm(args.checkpoints, desc=f"super-nets scoring {len(names)} children", unit="net",
+                           disable=args.no_progress_bar):
         model, _, net_space, batches = load_supernet_for_scoring(args, checkpoint)
         if net_space != space:
             raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
@@ -385,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the first")
     q.add_argument("--out", required=True, help="where rank.json and the scatter plots go")
     q.add_argument("--ground-truth", choices=["valid_loss", "finetune_accuracy"], default="valid_loss")
+    q.add_argument("--no-progress-bar", action="store_true")
     add_unsafe_option(q)
     add_scoring_options(q)
     q.set_defaults(func=cmd_rank_correlate)
@@ -456,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spm", default="", help="the pre-training sentencepiece model (instead of --model)")
     p.add_argument("--dict", default="", help="the pre-training dict.txt (instead of --model)")
     p.add_argument("--tasks", default="", help="comma-separated task names (default: every task folder found)")
+    p.add_argument("--no-progress-bar", action="store_true")
     p.set_defaults(func=cmd_glue_prep)
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")

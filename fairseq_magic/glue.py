@@ -196,8 +196,10 @@ def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: st
             "num_classes": layout.num_classes, "regression": layout.regression}
 
 
-def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Sequence[str] = ()) -> List[dict]:
-    """Prepare ``tasks`` (default: every GLUE task folder found in ``glue_dir``) into ``out/<TASK>-bin``."""
+def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Sequence[str] = (),
+            on_task=None) -> List[dict]:
+    """Prepare ``tasks`` (default: every GLUE task folder found in ``glue_dir``) into ``out/<TASK>-bin``;
+    ``on_task(layouts, result)`` is called after each task."""
     import sentencepiece as spm
 
     if not os.path.isdir(glue_dir):
@@ -215,5 +217,10 @@ def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Seq
         if not layouts:
             raise MagicError(f"no GLUE task folder ({', '.join(TASKS)}) in {glue_dir}")
     sp = spm.SentencePieceProcessor(model_file=spm_model)
-    return [prepare_task(find_task_dir(glue_dir, layout), layout, sp, dictionary,
-                         os.path.join(out, f"{layout.name}-bin")) for layout in layouts]
+    results = []
+    for layout in layouts:
+        results.append(prepare_task(find_task_dir(glue_dir, layout), layout, sp, dictionary,
+                                    os.path.join(out, f"{layout.name}-bin")))
+        if on_task is not None:
+            on_task(layouts, results[-1])
+    return results
