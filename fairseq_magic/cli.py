@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank by masked-LM loss (lower is better) or accuracy")
     p.add_argument("--max-params", type=float, default=float("inf"), help="parameters of the whole model, embeddings included")
     p.add_argument("--min-params", type=float, default=0)
-    p.add_argument("--max-flops", type=float, default=float("inf"), help="forward FLOPs of the layers per sequence")
+    p.add_argument("--max-flops", type=float, default=float("inf"),
+                   help="forward FLOPs per --seq-len tokens: the layers and the masked-LM head (as the paper counts)")
     p.add_argument("--min-flops", type=float, default=0)
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs")
     p.add_argument("--top", type=int, default=10, help="children listed in the output")

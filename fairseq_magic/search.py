@@ -45,13 +45,14 @@ class Constraints:
     def __init__(self, space: SearchSpace, limits: Limits, vocab_size: int, max_positions: int):
         self.space, self.limits = space, limits
         self.shared = space.embedding_params(vocab_size, max_positions)
+        self.shared_flops = space.head_flops(vocab_size, limits.seq_len)  # every child has the masked-LM head
         self._check_feasible()
 
     def params(self, child: Child) -> int:
         return self.shared + self.space.layer_params(child)
 
     def flops(self, child: Child) -> int:
-        return self.space.flops(child, self.limits.seq_len)
+        return self.shared_flops + self.space.flops(child, self.limits.seq_len)
 
     def ok(self, child: Child) -> bool:
         lim = self.limits
@@ -62,7 +63,7 @@ class Constraints:
         per_op_params = [space.operator_params(op) for op in space.candidates]
         per_op_flops = [space.operator_flops(op, lim.seq_len) for op in space.candidates]
         lo_p, hi_p = self.shared + space.num_layers * min(per_op_params), self.shared + space.num_layers * max(per_op_params)
-        lo_f, hi_f = space.num_layers * min(per_op_flops), space.num_layers * max(per_op_flops)
+        lo_f, hi_f = (self.shared_flops + space.num_layers * f for f in (min(per_op_flops), max(per_op_flops)))
         if lim.max_params < lo_p or lim.min_params > hi_p or lim.min_params > lim.max_params:
             raise MagicError(
                 f"no child can meet the parameter limits [{lim.min_params:,.0f}, {lim.max_params:,.0f}]: "

@@ -293,9 +293,20 @@ class SearchSpace:
             total += self.embedding_params(vocab_size, max_positions)
         return total
 
-    def flops(self, child: Sequence[int], seq_len: int = 128) -> int:
-        """Forward FLOPs of a child's layers for one sequence of ``seq_len`` tokens."""
-        return sum(self.operator_flops(self.candidates[c], seq_len) for c in self.validate(child))
+    def head_flops(self, vocab_size: int, seq_len: int) -> int:
+        """Forward FLOPs of the masked-LM head over ``seq_len`` tokens: the dense
+        transform (H x H) and the output projection over the vocabulary (through
+        the factorised width E when E < H), as the paper's Table 2 counts them."""
+        h, e, n = self.hidden_dim, self.embed_dim, seq_len
+        return 2 * n * h * h + (2 * n * h * e if e != h else 0) + 2 * n * e * vocab_size
+
+    def flops(self, child: Sequence[int], seq_len: int = 128, vocab_size: int = 0) -> int:
+        """Forward FLOPs (2 per multiply-add) of a child for one sequence of ``seq_len``
+        tokens: its layers, and with ``vocab_size`` the masked-LM head too (what the
+        paper reports: BERT-base 2.9e10, RoBERTa-base 3.3e10 at 128 tokens).
+        Embedding lookups, LayerNorms, softmax and activations are not counted."""
+        layers = sum(self.operator_flops(self.candidates[c], seq_len) for c in self.validate(child))
+        return layers + (self.head_flops(vocab_size, seq_len) if vocab_size else 0)
 
     def supernet_params(self) -> int:
         """Parameters of all layers of the super-net: every candidate of every

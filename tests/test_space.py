@@ -133,3 +133,13 @@ def test_grouped_space_sizes_files_and_sampling(tmp_path):
     for _ in range(50):
         GROUPED.validate(uniform_child(GROUPED, rng))
         GROUPED.validate(mutate((1, 4, 0, 2, 1), GROUPED, 0.5, rng))
+
+
+@pytest.mark.parametrize("vocab, paper", [(30522, 2.9e10), (50265, 3.3e10)])  # BERT-base, RoBERTa-base (Table 2)
+def test_flops_of_the_base_layouts_are_the_papers(vocab, paper):
+    """12 Transformer layers (an MHA12 and an FFN3072 layer each) at hidden 768 with the
+    masked-LM head over the model's vocabulary, 128 tokens: the paper's Table 2 figures."""
+    space = SearchSpace.build(24, "MHA12,FFN", hidden_dim=768, ffn_dim=3072)
+    child = space.parse(",".join(["MHA12", "FFN"] * 12))
+    assert space.flops(child, 128) == pytest.approx(2.24e10, rel=0.01)  # the encoder layers alone fall short
+    assert space.flops(child, 128, vocab_size=vocab) == pytest.approx(paper, rel=0.03)
