@@ -274,7 +274,7 @@ class Alignment:
             targets = self.targets(supernet, src_tokens, dropout=self.cfg.align_dropout == "train-train")
         return masked_mse([states[n] for n in self.layers], targets, self._keep(supernet, src_tokens))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def targets(self, supernet, src_tokens: torch.Tensor, dropout: bool = False,
                 child_states: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
         """Detached H_n (n aligned) of the anchor, or the mean over random children
