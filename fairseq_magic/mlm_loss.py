@@ -18,6 +18,8 @@ class MaskedLMOutput:
     loss: torch.Tensor  # summed over masked tokens (nats), or per masked token with reduction="none"
     sample_size: torch.Tensor  # number of masked tokens
     extra: dict  # the model's second output (``inner_states`` with return_all_hiddens)
+    logits: torch.Tensor  # (masked tokens, V): the LM head at the masked positions (every position if none)
+    masked_tokens: Optional[torch.Tensor]  # (B, T) the positions the head ran on; None: all
 
 
 def masked_lm_loss(model, sample: dict, padding_idx: int, reduction: str = "sum",
@@ -39,7 +41,8 @@ def masked_lm_loss(model, sample: dict, padding_idx: int, reduction: str = "sum"
     if masked_tokens is not None:
         targets = targets[masked_tokens]
     loss = cross_entropy(logits, targets, padding_idx, reduction)
-    return MaskedLMOutput(loss=loss, sample_size=sample_size, extra=extra or {})
+    return MaskedLMOutput(loss=loss, sample_size=sample_size, extra=extra or {}, logits=logits,
+                          masked_tokens=masked_tokens)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, padding_idx: int, reduction: str = "sum") -> torch.Tensor:

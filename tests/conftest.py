@@ -86,6 +86,16 @@ def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True,
     return run(cmd, check=check, env=None if env is None else {**os.environ, **env})
 
 
+def pretrain(data_bin, save_dir, *extra, check=True):
+    """fairseq-train of a magic_child with fairseq's masked_lm task (and the criterion in ``extra``)."""
+    return run([
+        sys.executable, "-m", "fairseq_cli.train", data_bin, "--user-dir", PLUGIN, "--task", "masked_lm",
+        "--arch", "magic_child", "--tokens-per-sample", "32", "--batch-size", "8", "--optimizer", "adam",
+        "--lr", "1e-3", "--max-update", "3", "--cpu", "--num-workers", "0", "--log-format", "json",
+        "--log-interval", "1", "--no-progress-bar", "--seed", "1", "--save-dir", str(save_dir), *extra,
+    ], check=check)
+
+
 def train_log(proc: subprocess.CompletedProcess) -> List[dict]:
     """The per-update training records fairseq logged (json log format)."""
     records = []

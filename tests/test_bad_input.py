@@ -18,8 +18,8 @@ import time
 import pytest
 import torch
 
-from conftest import (COMMON, PLUGIN, ROOT, TINY, assert_one_error_line, fairseq_train, gloo_rank_commands, magic, run,
-                      train_log)
+from conftest import (COMMON, PLUGIN, ROOT, TINY, assert_one_error_line, fairseq_train, gloo_rank_commands, magic,
+                      pretrain, run, train_log)
 
 ARCH = "MHA2,FFN,CONV3,CONV5,FFN,MHA2"
 CASES = {}
@@ -380,6 +380,21 @@ def glue_layout(request):
               "--dict", os.path.join(spm_data["bin"], "dict.txt")]
     assert_one_error_line(magic("glue-prep", *common, check=False), "has no row with the task's 12 columns")
     assert_one_error_line(magic("glue-prep", *common, "--tasks", "SQuAD", check=False), "unknown GLUE task 'SQuAD'")
+
+
+@case("distillation-teacher")
+def distillation_teacher(request):
+    tmp_path, supernet, data_bin, spm_data = (request.getfixturevalue(f) for f in ("tmp_path", "supernet", "data_bin",
+                                                                                    "spm_data"))
+    teacher = str(tmp_path / "teacher" / "model.pt")
+    magic("export", "--checkpoint", supernet, "--arch", ARCH, "--out", teacher)
+    base = ["--criterion", "masked_lm_kd", "--child-arch", "MHA2,FFN", "--encoder-embed-dim", "16"]
+    proc = pretrain(data_bin, tmp_path / "a", *base, "--kd-teacher", teacher, "--kd-temperature", "0", check=False)
+    assert_one_error_line(proc, "--kd-temperature must be > 0, got 0.0")
+    assert_one_error_line(pretrain(data_bin, tmp_path / "b", *base, check=False), "knowledge distillation needs --kd-teacher")
+    proc = pretrain(spm_data["bin"], tmp_path / "c", *base, "--kd-teacher", teacher, check=False)  # other dictionary
+    assert_one_error_line(proc, "the teacher's dictionary")
+    assert not list(tmp_path.glob("*/checkpoint*.pt"))
 
 
 @case("killed-peer-rank")

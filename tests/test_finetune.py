@@ -9,7 +9,7 @@ import pytest
 import torch
 from fairseq.models.roberta import RobertaHubInterface
 
-from conftest import PLUGIN, assert_one_error_line, fairseq_train, magic, run
+from conftest import PLUGIN, assert_one_error_line, fairseq_train, magic, run, train_log
 from fairseq_magic.checkpoint import decode_json
 from fairseq_magic.models.child import MagicChildModel
 
@@ -130,3 +130,20 @@ def test_child_arch_from_a_file_a_string_or_the_restored_checkpoint_is_one_model
     other = run(common + ["--child-arch", "FFN,FFN", "--save-dir", str(tmp_path / "other")], check=False)
     assert_one_error_line(other, f"--child-arch FFN,FFN (checkpoint: {ARCH})")
     assert not list(tmp_path.glob("wide/*.pt")) and not list(tmp_path.glob("other/*.pt"))
+
+
+def test_distilled_fine_tuning_from_the_fine_tuned_teacher(pipeline, tmp_path):
+    """Stage 2 of the distillation: the fine-tuned model teaches a fresh copy of the export."""
+    root = pipeline["root"]
+    common = [sys.executable, "-m", "fairseq_cli.train", str(root / "glue"), "--user-dir", PLUGIN,
+              "--restore-file", str(root / "child" / "model.pt"), "--reset-optimizer", "--reset-dataloader",
+              "--reset-meters", "--task", "sentence_prediction", "--criterion", "sentence_prediction_kd",
+              "--num-classes", "2", "--arch", "magic_child", "--max-positions", "32", "--shorten-method", "truncate",
+              "--init-token", "0", "--separator-token", "2", "--batch-size", "16", "--optimizer", "adam",
+              "--lr", "1e-3", "--max-update", "3", "--cpu", "--num-workers", "0", "--log-format", "json",
+              "--log-interval", "1", "--no-progress-bar", "--save-dir", str(tmp_path / "student")]
+    proc = run(common + ["--kd-teacher", str(root / "ft" / "checkpoint_best.pt"), "--kd-temperature", "2"])
+    records = train_log(proc)
+    assert len(records) == 3 and all(float(r["kd_loss"]) > 0 for r in records) and "accuracy" in records[-1]
+    no_head = run(common + ["--kd-teacher", str(root / "child" / "model.pt")], check=False)
+    assert_one_error_line(no_head, "has no classification head 'sentence_classification_head'")
