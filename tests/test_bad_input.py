@@ -397,6 +397,20 @@ def distillation_teacher(request):
     assert not list(tmp_path.glob("*/checkpoint*.pt"))
 
 
+@case("electra-setup")
+def electra_setup(request):
+    tmp_path, data_bin = request.getfixturevalue("tmp_path"), request.getfixturevalue("data_bin")
+    common = [sys.executable, "-m", "fairseq_cli.train", data_bin, "--user-dir", PLUGIN, "--task", "magic_electra",
+              "--criterion", "magic_electra", "--tokens-per-sample", "32", "--batch-size", "8", "--optimizer", "adam",
+              "--lr", "1e-3", "--max-update", "1", "--cpu", "--num-workers", "0", "--save-dir", str(tmp_path)]
+    proc = run(common + ["--arch", "magic_child", "--child-arch", "MHA2,FFN", "--encoder-embed-dim", "32",
+                         "--generator-fraction", "1.5"], check=False)
+    assert_one_error_line(proc, "the generator must not be larger than the discriminator")
+    proc = run(common + ["--arch", "magic_supernet_tiny"], check=False)
+    assert_one_error_line(proc, "--task magic_electra trains a magic_child discriminator")
+    assert not list(tmp_path.glob("*.pt"))
+
+
 @case("killed-peer-rank")
 def killed_peer_rank(request):
     """Two gloo ranks; rank 1 is killed mid-training: rank 0 stops soon after, with one line."""

@@ -147,3 +147,26 @@ def test_distilled_fine_tuning_from_the_fine_tuned_teacher(pipeline, tmp_path):
     assert len(records) == 3 and all(float(r["kd_loss"]) > 0 for r in records) and "accuracy" in records[-1]
     no_head = run(common + ["--kd-teacher", str(root / "child" / "model.pt")], check=False)
     assert_one_error_line(no_head, "has no classification head 'sentence_classification_head'")
+
+
+def test_an_electra_trained_child_fine_tunes_and_loads_unchanged(pipeline, tmp_path):
+    """The discriminator that magic_electra saves is a magic_child: sentence_prediction restores it
+    (no --child-arch) and the hub loads it."""
+    root = pipeline["root"]
+    run([sys.executable, "-m", "fairseq_cli.train", str(root / "mlm"), "--user-dir", PLUGIN, "--task", "magic_electra",
+         "--criterion", "magic_electra", "--arch", "magic_child", "--child-arch", ARCH, "--encoder-embed-dim", "32",
+         "--encoder-ffn-embed-dim", "64", "--tokens-per-sample", "32", "--batch-size", "8", "--optimizer", "adam",
+         "--lr", "1e-3", "--max-update", "4", "--cpu", "--num-workers", "0", "--save-dir", str(tmp_path / "electra")])
+    ckpt = str(tmp_path / "electra" / "checkpoint_last.pt")
+    proc = run([sys.executable, "-m", "fairseq_cli.train", str(root / "glue"), "--user-dir", PLUGIN,
+                "--restore-file", ckpt, "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+                "--task", "sentence_prediction", "--criterion", "sentence_prediction", "--num-classes", "2",
+                "--arch", "magic_child", "--max-positions", "32", "--shorten-method", "truncate", "--init-token", "0",
+                "--separator-token", "2", "--batch-size", "16", "--optimizer", "adam", "--lr", "1e-3",
+                "--max-update", "2", "--cpu", "--num-workers", "0", "--no-save"])
+    assert "valid on 'valid' subset" in proc.stdout + proc.stderr
+    hub = MagicChildModel.from_pretrained(str(tmp_path / "electra"), checkpoint_file="checkpoint_last.pt",
+                                          data_name_or_path=str(root / "mlm"), bpe="sentencepiece",
+                                          sentencepiece_model=pipeline["spm"])
+    tokens = hub.encode("Return the sum of the array elements.")
+    assert hub.extract_features(tokens).shape == (1, len(tokens), 32)
