@@ -245,6 +245,7 @@ def add_plugin_note(state) -> None:
 
 
 def remove_plugin_note(state) -> None:
+    """Take ``PLUGIN_NOTE`` out of a loaded checkpoint's config (the plugin is loaded)."""
     cfg = state.get("cfg")
     for section in ("model", "task"):
         entry = cfg.get(section) if cfg is not None else None

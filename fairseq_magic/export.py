@@ -32,7 +32,7 @@ from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
 from .checkpoint import (
-    ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, SEARCH_STATE_KEY, add_plugin_note, child_spec, encode_json,
+    ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, SEARCH_STATE_KEY, atomic_save, child_spec, encode_json,
     load_supernet_checkpoint,
 )
 from .errors import MagicError
@@ -177,8 +177,6 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepie
         shutil.copyfile(sentencepiece_model, os.path.join(out_dir, SENTENCEPIECE_FILE))
     if os.path.abspath(dictionary) != os.path.join(out_dir, "dict.txt"):
         shutil.copyfile(dictionary, os.path.join(out_dir, "dict.txt"))
-    if format != "roberta":
-        add_plugin_note(exported)  # what stock fairseq prints when it meets the export without the plugin
-    torch.save(exported, out)
+    atomic_save(exported, out)  # a magic_child's config gets the note stock fairseq prints without the plugin
     params = sum(v.numel() for k, v in weights.items() if v.is_floating_point() and not k.endswith(".version"))
     return {"arch": space.format(child), "params": params, "out": out}
