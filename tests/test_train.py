@@ -130,3 +130,22 @@ def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
     assert len(records) == 4
     assert ("align_loss" in records[-1]) == (config in ("magic_a", "magic_at"))
     assert ("arch_entropy" in records[-1]) == (config == "gaea_tiny")
+
+
+@pytest.mark.parametrize("config", ["retrain_mlm", "retrain_electra"])
+def test_hydra_retrain_configs_run_a_child(data_bin, tmp_path, config):
+    """The paper-scale retraining configs run 5 updates of a tiny child on the CPU."""
+    cmd = [
+        sys.executable, "-m", "fairseq_cli.hydra_train",
+        "--config-dir", str(ROOT / "examples" / "config"), "--config-name", config,
+        f"task.data={data_bin}", f"common.user_dir={ROOT / 'fairseq_magic'}", f"checkpoint.save_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'hydra'}", "model.child_arch='MHA2,FFN,CONV3,FFN'", "+model.encoder_embed_dim=32",
+        "+model.encoder_ffn_embed_dim=64", "optimization.max_update=5", "optimization.update_freq=[1]",
+        "lr_scheduler.warmup_updates=1", "task.tokens_per_sample=32", "dataset.batch_size=8", "common.cpu=true",
+        "common.fp16=false", "common.log_format=json", "common.log_interval=1",
+    ]
+    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = train_log(proc)
+    assert len(records) == 5 and ("disc_loss" in records[-1]) == (config == "retrain_electra")
+    assert load_state(str(tmp_path / "checkpoint_last.pt"))["cfg"]["model"]["_name"] == "magic_child"
