@@ -6,10 +6,10 @@ import logging
 
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend (files only; no display needed)."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before the import, which logs at DEBUG
     import matplotlib
 
     matplotlib.use("Agg")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
     return plt

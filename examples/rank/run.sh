@@ -9,12 +9,16 @@
 #   bash examples/rank/run.sh [--children 40] [--child-seeds 1,2] [--supernet-seeds 1,2,3]
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
+#                             [--sweep gradual-k]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
+# --sweep gradual-k: Fig. 3a instead of Table 1, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per
+# update (no alignment); plot it with examples/rank/sweep_k.py OUT. Point OUT/children at an existing
+# ground truth (a symlink) to reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
-CHILDREN=40 CHILD_SEEDS=1,2 NET_SEEDS=1,2,3 NET_UPDATES=2000 CHILD_UPDATES=2000 JOBS=2 ABLATIONS=1 STEPS=1,2,3,4
+CHILDREN=40 CHILD_SEEDS=1,2 NET_SEEDS=1,2,3 NET_UPDATES=2000 CHILD_UPDATES=2000 JOBS=2 ABLATIONS=1 STEPS=1,2,3,4 SWEEP=""
 OUT=checkpoints/rank DATA=data/default/bin
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -28,8 +32,10 @@ while [ $# -gt 0 ]; do
         --steps) STEPS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --data) DATA=$2; shift 2 ;;
+        --sweep) SWEEP=$2; shift 2 ;;
         *) echo "usage: $0 [--children M] [--child-seeds S,..] [--supernet-seeds S,..] [--supernet-updates N]" \
-                "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--data DIR] [--out DIR]" >&2; exit 2 ;;
+                "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--data DIR] [--out DIR]" \
+                "[--sweep gradual-k]" >&2; exit 2 ;;
     esac
 done
 [ -f "$DATA/dict.txt" ] || { echo "fairseq-magic: error: run 'bash scripts/setup.sh' first (no $DATA)" >&2; exit 1; }
@@ -56,6 +62,13 @@ if [ "$ABLATIONS" = 1 ]; then
         "at_lambda_decay|$T $ALIGN --align-lambda-schedule linear-decay --align-decay-fraction 0.25"
     )
 fi
+
+case "$SWEEP" in
+    "") ;;
+    gradual-k) METHODS=("k1|--sampler gradual --gradual-k 1" "k2|--sampler gradual --gradual-k 2"
+                        "k4|--sampler gradual --gradual-k 4" "k6|--sampler gradual --gradual-k 6") ;;
+    *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k)" >&2; exit 2 ;;
+esac
 
 supernet() {  # name seed flags...
     local name=$1 seed=$2; shift 2
@@ -93,7 +106,7 @@ step 3 && { mkdir -p "$OUT/table1"; fairseq-magic rank correlate --dir "$OUT/chi
     | tee "$OUT/table1/table.txt"; }
 
 # 4. interference (Fig. 2c): SPOS against the anchor-aligned super-net of the first seed
-step 4 && { mkdir -p "$OUT/interference"; fairseq-magic interference \
+step 4 && [ -z "$SWEEP" ] && { mkdir -p "$OUT/interference"; fairseq-magic interference \
     --checkpoint "$OUT/spos/seed$first_seed/checkpoint_last.pt" --compare "$OUT/magic_a/seed$first_seed/checkpoint_last.pt" \
     --labels SPOS,MAGIC-A --layers 0,1 --max-m 4 --repeats 10 --sentences 64 --cpu --out "$OUT/interference" \
     | tee "$OUT/interference/table.txt"; }
