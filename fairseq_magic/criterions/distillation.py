@@ -51,13 +51,16 @@ class DistillationConfig:
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of teacher and student (> 0)"})
 
 
-def _check(cfg) -> None:
+def _attach_teacher(criterion, cfg, task, head: str = "") -> None:
+    """Check the options and give ``criterion`` its ``alpha``, ``temperature`` and ``teacher``."""
     if not cfg.kd_teacher:
         raise MagicError("knowledge distillation needs --kd-teacher (a RoBERTa or magic_child checkpoint)")
     if not cfg.kd_temperature > 0:
         raise MagicError(f"--kd-temperature must be > 0, got {cfg.kd_temperature}")
     if not 0 <= cfg.kd_alpha <= 1:
         raise MagicError(f"--kd-alpha must be between 0 and 1, got {cfg.kd_alpha}")
+    criterion.alpha, criterion.temperature = cfg.kd_alpha, cfg.kd_temperature
+    criterion.teacher = Teacher(cfg.kd_teacher, task, head=head)
 
 
 def _dictionary_file(data: str, beside: str = "") -> str:
@@ -135,9 +138,7 @@ class MaskedLMDistillation(MaskedLmLoss):
 
     def __init__(self, cfg: MaskedLMDistillationConfig, task):
         super().__init__(cfg, task)
-        _check(cfg)
-        self.alpha, self.temperature = cfg.kd_alpha, cfg.kd_temperature
-        self.teacher = Teacher(cfg.kd_teacher, task)
+        _attach_teacher(self, cfg, task)
 
     def forward(self, model, sample, reduce=True):
         out = masked_lm_loss(model, sample, self.padding_idx, tpu=self.tpu)
@@ -184,9 +185,7 @@ class SentencePredictionDistillation(SentencePredictionCriterion):
 
     def __init__(self, cfg: SentencePredictionDistillationConfig, task):
         super().__init__(cfg, task)
-        _check(cfg)
-        self.alpha, self.temperature = cfg.kd_alpha, cfg.kd_temperature
-        self.teacher = Teacher(cfg.kd_teacher, task, head=self.classification_head_name)
+        _attach_teacher(self, cfg, task, head=self.classification_head_name)
 
     def forward(self, model, sample, reduce=True):
         student = _KeepOutput(model)
