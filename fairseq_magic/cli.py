@@ -13,6 +13,7 @@ Training itself is plain ``fairseq-train --user-dir fairseq_magic ...``.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -20,6 +21,16 @@ import sys
 from .errors import MagicError
 
 logger = logging.getLogger("fairseq_magic.cli")
+
+
+@contextlib.contextmanager
+def progress_bar(args, desc: str, unit: str, total=None):
+    """A tqdm bar with its total and ETA (none with --no-progress-bar); log lines go above it."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with tqdm(desc=desc, unit=unit, total=total, disable=args.no_progress_bar) as bar, logging_redirect_tqdm():
+        yield bar
 
 
 def cmd_corpus(args) -> None:
@@ -77,10 +88,7 @@ def cmd_glue_prep(args) -> None:
     dictionary = args.dict or (os.path.join(args.model, "dict.txt") if args.model else "")
     if not spm_model or not dictionary:
         raise MagicError("glue-prep needs --model (an export's directory) or both --spm and --dict")
-    from tqdm import tqdm
-
     tasks = [t for t in args.tasks.split(",") if t.strip()]
-    bar = tqdm(desc="GLUE tasks", unit="task", disable=args.no_progress_bar)
 
     def on_task(layouts, result):
         bar.total = len(layouts)
@@ -90,7 +98,7 @@ def cmd_glue_prep(args) -> None:
         bar.write(f"{result['task']}: {rows} rows ({kind}{dropped}) -> {result['out']}", file=sys.stdout)
         bar.update()
 
-    with bar:
+    with progress_bar(args, "GLUE tasks", "task") as bar:
         prepare(args.glue_dir, args.out, spm_model, dictionary, tasks, on_task=on_task)
 
 
@@ -166,8 +174,6 @@ def load_supernet_for_scoring(args, checkpoint: str):
 def cmd_search(args) -> None:
     """Evolution or random search over a trained super-net under size limits."""
     import numpy as np
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .search import Constraints, Limits, evolution, random_search, write_results
     from .scoring import score_children
@@ -177,7 +183,6 @@ def cmd_search(args) -> None:
     constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions)
     results = {}
     most = args.population * args.generations if args.algorithm == "evolution" else args.children  # an upper bound
-    bar = tqdm(desc="children scored", unit="child", total=most, disable=args.no_progress_bar)
 
     def score(children):
         for child, s in zip(children, score_children(model, model, children, batches)):
@@ -191,7 +196,7 @@ def cmd_search(args) -> None:
                     f"{results[best].loss:.4f} accuracy {results[best].accuracy:.4f} {space.format(best)}")
 
     rng = np.random.default_rng(args.seed)
-    with bar, logging_redirect_tqdm():
+    with progress_bar(args, "children scored", "child", total=most) as bar:
         if args.algorithm == "evolution":
             evolution(score, constraints, rng, args.population, args.generations, args.parents, args.mutation_prob,
                       report)
@@ -213,9 +218,6 @@ def supernet_labels(labels: str, checkpoints) -> list:
 
 def cmd_interference(args) -> None:
     """Gradient cosine similarity of children on a shared operator (Fig. 2, 8)."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from .interference import measure, write_report
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
@@ -223,8 +225,7 @@ def cmd_interference(args) -> None:
     layers = [int(x) for x in args.layers.split(",")]
     results = {}
     total = len(checkpoints) * len(layers) * args.repeats * args.max_m
-    with tqdm(desc="similarity matrices", unit="matrix", total=total, disable=args.no_progress_bar) as bar, \
-            logging_redirect_tqdm():
+    with progress_bar(args, "similarity matrices", "matrix", total=total) as bar:
         for label, checkpoint in zip(labels, checkpoints):
             model, _, _, batches = load_supernet_for_scoring(args, checkpoint)
             for layer in layers:
@@ -260,10 +261,7 @@ def cmd_rank_train(args) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds or len(set(seeds)) != len(seeds):
         raise MagicError(f"--seeds must list distinct integers, got '{args.seeds}'")
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with tqdm(desc="trainings", unit="run", disable=args.no_progress_bar) as bar, logging_redirect_tqdm():
+    with progress_bar(args, "trainings", "run") as bar:
         truth = rank_correlation.train_children(
             args.dir, args.data, shlex.split(args.train_args), args.finetune_data, shlex.split(args.finetune_args),
             seeds=seeds, jobs=args.jobs, log=logger.info, progress=bar)
@@ -283,17 +281,20 @@ def cmd_rank_correlate(args) -> None:
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
     if len(names) < len(children):
         logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
-    from tqdm import tqdm
-
     labels = supernet_labels(args.labels, args.checkpoints)
     estimates = []
-    for checkpoint in tqdm(args.checkpoints, desc=f"super-nets scoring {len(names)} children", unit="net",
-                           disable=args.no_progress_bar):
-        model, _, net_space, batches = load_supernet_for_scoring(args, checkpoint)
-        if net_space != space:
-            raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
-        estimates.append([-s.loss for s in score_children(model, model, [children[n] for n in names], batches)])
+    with progress_bar(args, f"super-nets scoring {len(names)} children", "net", total=len(args.checkpoints)) as bar:
+        for checkpoint in args.checkpoints:
+            model, _, net_space, batches = load_supernet_for_scoring(args, checkpoint)
+            if net_space != space:
+                raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
+            estimates.append([-s.loss for s in score_children(model, model, [children[n] for n in names], batches)])
+            bar.update()
     print(rank_correlation.write_report(truth, names, labels, args.checkpoints, estimates, args.ground_truth, args.out))
+
+
+def add_progress_option(p) -> None:
+    p.add_argument("--no-progress-bar", action="store_true", help="no progress bar (log lines only)")
 
 
 def add_unsafe_option(p) -> None:
@@ -360,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs")
     p.add_argument("--top", type=int, default=10, help="children listed in the output")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-progress-bar", action="store_true")
+    add_progress_option(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("rank", help="rank correlation of super-net estimates with stand-alone training (Table 1)")
@@ -387,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the seeds' agreement is printed as the ceiling of any rank correlation")
     q.add_argument("--jobs", type=int, default=1,
                    help="trainings run at once (on a CPU, with OMP_NUM_THREADS=1 each)")
-    q.add_argument("--no-progress-bar", action="store_true")
+    add_progress_option(q)
     q.set_defaults(func=cmd_rank_train)
     q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")
     q.add_argument("--dir", required=True, help="directory with children and truth.json")
@@ -398,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the first")
     q.add_argument("--out", required=True, help="where rank.json and the scatter plots go")
     q.add_argument("--ground-truth", choices=["valid_loss", "finetune_accuracy"], default="valid_loss")
-    q.add_argument("--no-progress-bar", action="store_true")
+    add_progress_option(q)
     add_unsafe_option(q)
     add_scoring_options(q)
     q.set_defaults(func=cmd_rank_correlate)
@@ -418,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-m", type=int, default=1, help="children differ in layers j+1..j+m, m = 1..max")
     p.add_argument("--repeats", type=int, default=10, help="random o_g and paths averaged (paper: 10)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-progress-bar", action="store_true")
+    add_progress_option(p)
     add_scoring_options(p, sentences=64, batch_size=64)
     p.set_defaults(func=cmd_interference)
 
@@ -470,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spm", default="", help="the pre-training sentencepiece model (instead of --model)")
     p.add_argument("--dict", default="", help="the pre-training dict.txt (instead of --model)")
     p.add_argument("--tasks", default="", help="comma-separated task names (default: every task folder found)")
-    p.add_argument("--no-progress-bar", action="store_true")
+    add_progress_option(p)
     p.set_defaults(func=cmd_glue_prep)
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")
