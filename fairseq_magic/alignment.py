@@ -29,6 +29,9 @@ What the paper leaves open, and what is done here:
   (the anchor's H_n with and without dropout, ``align_floor``) and the
   dropout-free distance of the validation children to the anchor
   (``align_gap``) are logged, on one fixed probe batch.
+* ``--align-batch-fraction f``: the term on a seeded random f of each batch's
+  sentences. Its expectation is unchanged (a mean over tokens of a random
+  subset), its noise grows; the extra forward and backward shrink by f.
 * The first anchor: the best of ``--anchor-init-children`` children scored
   with the shared weights on the scoring sentences when alignment starts.
 * Replacement (``best`` policy): a paired test on per-sentence scores; the
@@ -55,7 +58,7 @@ from .samplers import uniform_child
 from .scoring import score_children
 from .search_state import SearchState
 from .space import Child, SearchSpace
-from .streams import STREAM_AVERAGE_TARGET, rng_for
+from .streams import STREAM_ALIGN_SENTENCES, STREAM_AVERAGE_TARGET, rng_for
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +81,11 @@ class AlignmentConfig(FairseqDataclass):
         default="clean",
         metadata={"help": "MAGIC-A: clean: the child's aligned states from a dropout-free forward; train-eval: from "
                   "its training forward (dropout), the anchor's without; train-train: both with dropout"},
+    )
+    align_batch_fraction: float = field(
+        default=1.0,
+        metadata={"help": "MAGIC-A: align the states of this fraction of each batch's sentences (a seeded draw "
+                  "per update): the same term in expectation, for less work (clean: the second forward and backward)"},
     )
     align_lambda_schedule: ChoiceEnum(list(SCHEDULES)) = field(
         default="constant",
@@ -155,6 +163,8 @@ class Alignment:
             raise MagicError("MAGIC-A needs --align-lambda > 0")
         if cfg.align_every < 1:
             raise MagicError("--align-every must be >= 1")
+        if not 0 < cfg.align_batch_fraction <= 1:
+            raise MagicError(f"--align-batch-fraction must be in (0, 1], not {cfg.align_batch_fraction:g}")
         if min(cfg.align_avg_children, cfg.anchor_eval_interval, cfg.anchor_top_children) < 1:
             raise MagicError("--align-avg-children, --anchor-eval-interval and --anchor-top-children must be >= 1")
         if cfg.anchor_init_children < 0 or cfg.anchor_replace_z < 0:
@@ -195,8 +205,9 @@ class Alignment:
                     f"{cfg.anchor_eval_interval} updates" if cfg.anchor_policy == "best" else
                     f"top {cfg.anchor_top_p:g} +/- {cfg.anchor_top_r:g}% of {cfg.anchor_top_children} children at epoch ends")
             target = f"anchor (first: {first}; {rule}; by {cfg.anchor_metric})"
+        share = "" if cfg.align_batch_fraction == 1 else f" on {cfg.align_batch_fraction:.0%} of each batch's sentences"
         return (f"MAGIC-A: lambda {cfg.align_lambda:g} ({schedule}); aligned layers {layers} of {self.space.num_layers} "
-                f"({final}); dropout: {cfg.align_dropout}; from epoch {cfg.align_warmup_epochs + 1}, update "
+                f"({final}){share}; dropout: {cfg.align_dropout}; from epoch {cfg.align_warmup_epochs + 1}, update "
                 f"{cfg.align_warmup_updates}; target: {target}")
 
     @property
@@ -264,15 +275,27 @@ class Alignment:
         """sum_n MSE(H_n(child), H_n(target)) over the aligned layers, for the child
         that is running; ``inner_states``: its training forward's H_0..H_N."""
         supernet = unwrap(model)
+        rows = self._sentences(src_tokens.size(0), src_tokens.device)
+        if rows is not None:
+            src_tokens = src_tokens.index_select(0, rows)
         if self.cfg.align_dropout == "clean":
             with _mode(supernet, training=False):  # dropout off; the graph is kept
                 states = supernet.hidden_states(src_tokens, upto=max(self.layers))
             # the target's forward starts from the layers it shares with the child (same weights, no dropout)
             targets = self.targets(supernet, src_tokens, child_states=states)
         else:
-            states = inner_states
+            states = [s.index_select(1, rows) for s in inner_states] if rows is not None else inner_states
             targets = self.targets(supernet, src_tokens, dropout=self.cfg.align_dropout == "train-train")
         return masked_mse([states[n] for n in self.layers], targets, self._keep(supernet, src_tokens))
+
+    def _sentences(self, batch: int, device: torch.device) -> Optional[torch.Tensor]:
+        """The rows of a batch whose states are aligned under ``--align-batch-fraction`` (None: all):
+        a seeded draw per update, the same on every rank and after a resume."""
+        count = max(1, math.ceil(self.cfg.align_batch_fraction * batch))
+        if count >= batch:
+            return None
+        rows = rng_for(self.seed, STREAM_ALIGN_SENTENCES, self.update_num).choice(batch, count, replace=False)
+        return torch.from_numpy(np.sort(rows)).to(device)
 
     @torch.inference_mode()
     def targets(self, supernet, src_tokens: torch.Tensor, dropout: bool = False,

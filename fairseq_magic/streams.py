@@ -23,6 +23,7 @@ STREAM_INTERFERENCE = 6  # interference.py, and its samples during training
 STREAM_RANK = 7  # rank_correlation.py's children
 STREAM_GUMBEL = 8  # GDAS's noise
 STREAM_ARCH_BATCHES = 9  # bilevel search's held-out batches
+STREAM_ALIGN_SENTENCES = 10  # MAGIC-A's --align-batch-fraction
 
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:

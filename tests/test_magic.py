@@ -1,12 +1,18 @@
 """MAGIC-T, MAGIC-A and MAGIC-AT: samplers, anchor, alignment loss, training runs."""
 
+import itertools
 import json
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
 
-from conftest import assert_one_error_line, batch, build, fairseq_train, launch_ranks, load_state, read_child_log, train_log
+from conftest import (
+    ROOT, assert_one_error_line, batch, build, fairseq_train, launch_ranks, load_state, read_child_log, run, train_log,
+)
 from fairseq_magic.alignment import aligned_layers
 from fairseq_magic.anchor import Anchor, paired_comparison
 from fairseq_magic.errors import MagicError
@@ -180,6 +186,39 @@ def test_clean_alignment_measures_representations_not_dropout(data_bin, mode):
             assert ffn.op.fc1.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("mode", ["clean", "train-eval"])
+def test_batch_fraction_aligns_a_seeded_half_of_the_sentences(data_bin, mode):
+    """--align-batch-fraction 0.5 on 8 sentences: the term is exactly the mean of
+    4 sentences' own terms; the same update draws the same 4 (a resumed run, every
+    rank), and over updates every sentence is drawn."""
+    child, anchor = "FFN,MHA2,CONV3,FFN,CONV5,MHA2", "MHA2,FFN,CONV5,MHA2,CONV3,FFN"
+    _, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0", "--align-dropout", mode,
+                           "--anchor-arch", anchor, "--align-batch-fraction", "0.5")
+    model.train()
+    tokens = batch(model, batch_size=8, length=16)
+    model.set_child(child)
+    alignment = task.alignment
+
+    def term(rows, update):
+        alignment.begin_update(model, update)
+        states = model(rows, features_only=True, return_all_hiddens=True)[1]["inner_states"]
+        with torch.no_grad():
+            return float(alignment.loss(model, rows, states))
+
+    single = [term(tokens[i:i + 1], 0) for i in range(8)]  # one sentence: the fraction keeps it
+    drawn = []
+    for update in range(12):
+        value = term(tokens, update)
+        matches = [set(rows) for rows in itertools.combinations(range(8), 4)
+                   if value == pytest.approx(np.mean([single[i] for i in rows]), rel=1e-5)]
+        assert len(matches) == 1, (update, value)
+        assert term(tokens, update) == value  # the same update, the same sentences
+        drawn.append(matches[0])
+    assert len({frozenset(d) for d in drawn}) > 1 and set().union(*drawn) == set(range(8))
+    with pytest.raises(MagicError, match=r"--align-batch-fraction must be in \(0, 1\], not 0"):
+        build(data_bin, *AT, "--align-batch-fraction", "0")
+
+
 def test_clean_target_reuses_the_prefix_it_shares_with_the_child_exactly(data_bin):
     """The anchor's targets start from the layers it shares with the running child:
     the same numbers, to the bit, as the anchor's own full forward."""
@@ -341,6 +380,28 @@ def test_top_p_policy_at_epoch_ends_resumes_exactly(data_bin, tmp_path):
     state = load_state(str(full / "checkpoint_last.pt"))["model"]["search_state"]
     search_state = json.loads(bytes(state.tolist()).decode())
     assert search_state["top_p_epoch"] == 2 and 20.0 <= search_state["anchor"]["percentile"] <= 40.0
+
+
+def test_sharded_data_gives_the_top_p_policy_one_decision_per_shard(data_bin, tmp_path):
+    """examples/rank/shard.py cuts the training split into shards that hold it
+    exactly; fairseq-train over them trains one shard per epoch, and the top-p
+    anchor is chosen again at each epoch end (how run.sh --sweep anchor-top-p
+    makes epochs short)."""
+    from fairseq.data import Dictionary, data_utils
+
+    shards = run([sys.executable, str(ROOT / "examples" / "rank" / "shard.py"), data_bin, str(tmp_path / "data"),
+                  "--shards", "3"]).stdout.strip().splitlines()[-1].split(":")
+    dictionary = Dictionary.load(os.path.join(data_bin, "dict.txt"))
+    whole = data_utils.load_indexed_dataset(os.path.join(data_bin, "train"), dictionary)
+    parts = [data_utils.load_indexed_dataset(os.path.join(s, "train"), dictionary) for s in shards]
+    assert [p[i].tolist() for p in parts for i in range(len(p))] == [whole[i].tolist() for i in range(len(whole))]
+    top_p = ["--align-lambda", "0.5", "--align-every", "3", "--align-warmup-epochs", "0",
+             "--anchor-policy", "top-p", "--anchor-top-p", "30", "--anchor-top-children", "6",
+             "--score-sentences", "16", "--anchor-metric", "loss"]
+    proc = fairseq_train(":".join(shards), str(tmp_path / "run"), "--max-epoch", "3", *top_p)
+    out = proc.stdout + proc.stderr
+    assert [s for s in shards if f"{s}/train" in out] == shards  # epoch e trained shard e - 1
+    assert len([line for line in out.splitlines() if "at the top" in line]) == 2  # epochs 2 and 3
 
 
 def test_search_state_reads_and_writes_the_checkpoint_names():

@@ -9,11 +9,16 @@
 #   bash examples/rank/run.sh [--children 40] [--child-seeds 1,2] [--supernet-seeds 1,2,3]
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
-#                             [--sweep gradual-k]
+#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
-# --sweep gradual-k: Fig. 3a instead of Table 1, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per
-# update (no alignment); plot it with examples/rank/sweep_k.py OUT. Point OUT/children at an existing
-# ground truth (a symlink) to reuse it.
+# Sweeps, instead of Table 1 (plot one with examples/rank/sweep.py OUT):
+#   gradual-k: Fig. 3a, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per update (no alignment).
+#   anchor-top-p: Fig. 3b/c, MAGIC-A whose anchor is the child ranked at the top p% of 100 scored at each
+#     epoch end (p = 0, 10, 30, 50, 70, 90; r = 10), beside SPOS and the default anchor rule; the training
+#     split is cut into 5 shards (examples/rank/shard.py), one per epoch, so the policy acts every ~250 updates.
+#   align-batch-fraction: MAGIC-AT with its alignment term on all, half and a quarter of each batch's
+#     sentences (what --align-dropout clean costs).
+# Point OUT/children at an existing ground truth (a symlink) to reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
@@ -35,7 +40,7 @@ while [ $# -gt 0 ]; do
         --sweep) SWEEP=$2; shift 2 ;;
         *) echo "usage: $0 [--children M] [--child-seeds S,..] [--supernet-seeds S,..] [--supernet-updates N]" \
                 "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--data DIR] [--out DIR]" \
-                "[--sweep gradual-k]" >&2; exit 2 ;;
+                "[--sweep gradual-k|anchor-top-p|align-batch-fraction]" >&2; exit 2 ;;
     esac
 done
 [ -f "$DATA/dict.txt" ] || { echo "fairseq-magic: error: run 'bash scripts/setup.sh' first (no $DATA)" >&2; exit 1; }
@@ -67,8 +72,21 @@ case "$SWEEP" in
     "") ;;
     gradual-k) METHODS=("k1|--sampler gradual --gradual-k 1" "k2|--sampler gradual --gradual-k 2"
                         "k4|--sampler gradual --gradual-k 4" "k6|--sampler gradual --gradual-k 6") ;;
-    *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k)" >&2; exit 2 ;;
+    anchor-top-p)
+        METHODS=("spos|--sampler uniform" "best|--sampler uniform $ALIGN")
+        for p in 0 10 30 50 70 90; do
+            METHODS+=("p$p|--sampler uniform $ALIGN --anchor-policy top-p --anchor-top-p $p --anchor-top-r 10")
+        done ;;
+    align-batch-fraction) METHODS=("f1|$T $ALIGN" "f0.5|$T $ALIGN --align-batch-fraction 0.5"
+                                   "f0.25|$T $ALIGN --align-batch-fraction 0.25") ;;
+    *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k, anchor-top-p, align-batch-fraction)" >&2
+       exit 2 ;;
 esac
+TRAIN_DATA=$DATA  # what the super-nets train on
+if [ "$SWEEP" = anchor-top-p ] && step 1; then
+    [ -f "$OUT/data/shard4/train.idx" ] || python examples/rank/shard.py "$DATA" "$OUT/data" --shards 5 >/dev/null
+    TRAIN_DATA=$(echo "$OUT"/data/shard{0,1,2,3,4} | tr ' ' :)
+fi
 
 supernet() {  # name seed flags...
     local name=$1 seed=$2; shift 2
@@ -76,14 +94,14 @@ supernet() {  # name seed flags...
     [ -f "$dir/done" ] && return 0
     mkdir -p "$dir"
     # shellcheck disable=SC2068,SC2086
-    fairseq-train "$DATA" --user-dir fairseq_magic --task magic_masked_lm --criterion magic_mlm $SPACE $COMMON \
+    fairseq-train "$TRAIN_DATA" --user-dir fairseq_magic --task magic_masked_lm --criterion magic_mlm $SPACE $COMMON \
         --seed "$seed" --max-update "$NET_UPDATES" --total-num-update "$NET_UPDATES" \
         --validate-interval-updates "$((NET_UPDATES / 4))" --interference-interval 100 $@ \
         --save-dir "$dir" > "$dir/train.log" 2>&1 && touch "$dir/done"
-    echo "super-net $name seed $seed: $(grep -c 'anchor replaced' "$dir/train.log" || true) anchor replacements"
+    echo "super-net $name seed $seed: $(grep -c -E 'anchor (replaced|now)' "$dir/train.log" || true) anchor replacements"
 }
 export -f supernet
-export OUT DATA SPACE COMMON NET_UPDATES
+export OUT TRAIN_DATA SPACE COMMON NET_UPDATES
 
 # 1. super-nets, JOBS at a time: the four methods' seeds first, then the ablations'
 queue() { for seed in ${NET_SEEDS//,/ }; do for m in "$@"; do printf '%s\0' "${m%%|*} $seed ${m#*|}"; done; done; }
