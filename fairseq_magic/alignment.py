@@ -205,7 +205,7 @@ class Alignment:
                     f"{cfg.anchor_eval_interval} updates" if cfg.anchor_policy == "best" else
                     f"top {cfg.anchor_top_p:g} +/- {cfg.anchor_top_r:g}% of {cfg.anchor_top_children} children at epoch ends")
             target = f"anchor (first: {first}; {rule}; by {cfg.anchor_metric})"
-        share = "" if cfg.align_batch_fraction == 1 else f" on {cfg.align_batch_fraction:.0%} of each batch's sentences"
+        share = "" if cfg.align_batch_fraction == 1 else f" on {100 * cfg.align_batch_fraction:g}% of each batch's sentences"
         return (f"MAGIC-A: lambda {cfg.align_lambda:g} ({schedule}); aligned layers {layers} of {self.space.num_layers} "
                 f"({final}){share}; dropout: {cfg.align_dropout}; from epoch {cfg.align_warmup_epochs + 1}, update "
                 f"{cfg.align_warmup_updates}; target: {target}")
