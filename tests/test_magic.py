@@ -136,7 +136,7 @@ def test_first_anchor_is_the_best_of_the_scored_children(data_bin, caplog):
 def test_alignment_term_is_a_batch_size_independent_mse(data_bin):
     """align_loss / sample_size equals the mean MSE summed over the aligned
     layers, and duplicating the batch leaves it unchanged."""
-    cfg, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0",
+    cfg, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0", "--align-batch-fraction", "1",
                              "--align-dropout", "train-eval", "--anchor-arch", "FFN,MHA2,CONV3,FFN,CONV5,MHA2")
     criterion = task.build_criterion(cfg.criterion)
     model.train()  # no dropout: the check below recomputes both sides exactly
@@ -215,8 +215,6 @@ def test_batch_fraction_aligns_a_seeded_half_of_the_sentences(data_bin, mode):
         assert term(tokens, update) == value  # the same update, the same sentences
         drawn.append(matches[0])
     assert len({frozenset(d) for d in drawn}) > 1 and set().union(*drawn) == set(range(8))
-    with pytest.raises(MagicError, match=r"--align-batch-fraction must be in \(0, 1\], not 0"):
-        build(data_bin, *AT, "--align-batch-fraction", "0")
 
 
 def test_clean_target_reuses_the_prefix_it_shares_with_the_child_exactly(data_bin):
@@ -355,6 +353,7 @@ def test_magic_at_two_gloo_ranks_agree(data_bin, tmp_path):
         (["--align-lambda", "0.5", "--align-every", "6"], "--align-every 6 leaves no layer to align below the final one"),
         (["--align-lambda", "0.5", "--anchor-replace-z", "-1"], "--anchor-init-children and --anchor-replace-z must be >= 0"),
         (["--align-lambda", "0.5", "--anchor-arch", "MHA2,FFN"], "architecture has 2 layers"),
+        (["--align-lambda", "0.5", "--align-batch-fraction", "1.5"], "--align-batch-fraction must be in (0, 1], not 1.5"),
     ],
 )
 def test_bad_magic_settings_fail_clearly(data_bin, tmp_path, extra, message):
@@ -383,13 +382,13 @@ def test_top_p_policy_at_epoch_ends_resumes_exactly(data_bin, tmp_path):
 
 
 def test_sharded_data_gives_the_top_p_policy_one_decision_per_shard(data_bin, tmp_path):
-    """examples/rank/shard.py cuts the training split into shards that hold it
+    """examples/sweeps/shard.py cuts the training split into shards that hold it
     exactly; fairseq-train over them trains one shard per epoch, and the top-p
-    anchor is chosen again at each epoch end (how run.sh --sweep anchor-top-p
+    anchor is chosen again at each epoch end (how the anchor-top-p sweep
     makes epochs short)."""
     from fairseq.data import Dictionary, data_utils
 
-    shards = run([sys.executable, str(ROOT / "examples" / "rank" / "shard.py"), data_bin, str(tmp_path / "data"),
+    shards = run([sys.executable, str(ROOT / "examples" / "sweeps" / "shard.py"), data_bin, str(tmp_path / "data"),
                   "--shards", "3"]).stdout.strip().splitlines()[-1].split(":")
     dictionary = Dictionary.load(os.path.join(data_bin, "dict.txt"))
     whole = data_utils.load_indexed_dataset(os.path.join(data_bin, "train"), dictionary)

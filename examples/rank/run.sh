@@ -11,11 +11,11 @@
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
 #                             [--sweep gradual-k|anchor-top-p|align-batch-fraction]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
-# Sweeps, instead of Table 1 (plot one with examples/rank/sweep.py OUT):
+# Sweeps, instead of Table 1 (examples/sweeps/run.sh NAME runs one and plots it):
 #   gradual-k: Fig. 3a, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per update (no alignment).
 #   anchor-top-p: Fig. 3b/c, MAGIC-A whose anchor is the child ranked at the top p% of 100 scored at each
 #     epoch end (p = 0, 10, 30, 50, 70, 90; r = 10), beside SPOS and the default anchor rule; the training
-#     split is cut into 5 shards (examples/rank/shard.py), one per epoch, so the policy acts every ~250 updates.
+#     split is cut into 5 shards (examples/sweeps/shard.py), one per epoch, so the policy acts every ~250 updates.
 #   align-batch-fraction: MAGIC-AT with its alignment term on all, half and a quarter of each batch's
 #     sentences (what --align-dropout clean costs).
 # Point OUT/children at an existing ground truth (a symlink) to reuse it.
@@ -84,7 +84,7 @@ case "$SWEEP" in
 esac
 TRAIN_DATA=$DATA  # what the super-nets train on
 if [ "$SWEEP" = anchor-top-p ] && step 1; then
-    [ -f "$OUT/data/shard4/train.idx" ] || python examples/rank/shard.py "$DATA" "$OUT/data" --shards 5 >/dev/null
+    [ -f "$OUT/data/shard4/train.idx" ] || python examples/sweeps/shard.py "$DATA" "$OUT/data" --shards 5 >/dev/null
     TRAIN_DATA=$(echo "$OUT"/data/shard{0,1,2,3,4} | tr ' ' :)
 fi
 
@@ -108,13 +108,13 @@ queue() { for seed in ${NET_SEEDS//,/ }; do for m in "$@"; do printf '%s\0' "${m
 step 1 && { queue "${METHODS[@]:0:4}"; queue "${METHODS[@]:4}"; } | xargs -0 -P "$JOBS" -I{} bash -c 'supernet {}'
 
 # 2. the children, trained stand-alone once per child seed
-first_seed=${NET_SEEDS%%,*}
+first_seed=${NET_SEEDS%%,*} first=${METHODS[0]%%|*}
 step 2 && { [ -f "$OUT/children/children.json" ] || fairseq-magic rank sample \
-    --checkpoint "$OUT/spos/seed$first_seed/checkpoint_last.pt" --out "$OUT/children" --children "$CHILDREN" --seed 1
+    --checkpoint "$OUT/$first/seed$first_seed/checkpoint_last.pt" --out "$OUT/children" --children "$CHILDREN" --seed 1
 fairseq-magic rank train --dir "$OUT/children" --data "$DATA" --seeds "$CHILD_SEEDS" --jobs "$JOBS" --train-args \
     "$COMMON --total-num-update $CHILD_UPDATES --max-update $CHILD_UPDATES --log-interval 500"; }
 
-# 3. Kendall's tau of every super-net; methods compared with SPOS; the ceiling printed beside
+# 3. Kendall's tau of every super-net; methods compared with the first (SPOS, k1, f1); the ceiling printed beside
 LABELS=() CKPTS=()
 for m in "${METHODS[@]}"; do
     for seed in ${NET_SEEDS//,/ }; do LABELS+=("${m%%|*}"); CKPTS+=("$OUT/${m%%|*}/seed$seed/checkpoint_last.pt"); done

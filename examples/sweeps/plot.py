@@ -1,4 +1,4 @@
-"""Plot a sweep of ``examples/rank/run.sh --sweep NAME``: the swept setting
+"""Plot a sweep (``examples/sweeps/run.sh NAME``): the swept setting
 against rank correlation and interference (Fig. 3 at CPU scale).
 
 Super-nets are labelled by the setting's letter and value (``k2``: MAGIC-T's
@@ -12,7 +12,7 @@ updates >= --from, with its standard error). The trend of tau over the setting
 is a least-squares line through every super-net's tau, with its p-value.
 Writes OUT/sweep.png and .pdf and prints the table.
 
-    python examples/rank/sweep.py checkpoints/sweeps/gradual_k [--from 700]
+    python examples/sweeps/plot.py checkpoints/sweeps/gradual_k [--from 700]
 """
 
 import argparse
@@ -47,7 +47,7 @@ def interference(log_paths, start: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="the --out of run.sh --sweep NAME")
+    parser.add_argument("out", help="the sweep's --out (checkpoints/sweeps/NAME)")
     parser.add_argument("--from", dest="start", type=int, default=700, help="first update of the interference mean")
     args = parser.parse_args()
     rank = json.load(open(os.path.join(args.out, "table1", "rank.json")))

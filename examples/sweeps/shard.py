@@ -2,13 +2,13 @@
 epoch shorter: ``fairseq-train OUT/shard0:OUT/shard1:...`` trains one shard per
 epoch, round robin, and validates on the first shard's valid split.
 
-Used by ``run.sh --sweep anchor-top-p``: the top-p anchor policy (Fig. 3b/c)
-acts at epoch ends, and one epoch of the CPU corpus is ~1,300 updates, so a
-2,000-update super-net would see it once. The shards are consecutive slices of
+Used by the anchor-top-p sweep (``run.sh anchor-top-p``): the top-p anchor
+policy (Fig. 3b/c) acts at epoch ends, and one epoch of the CPU corpus is
+~1,300 updates, so a 2,000-update super-net would see it once. The shards are consecutive slices of
 the split (documents stay whole); every shard gets the dictionary, the first
 one also the other splits (links).
 
-    python examples/rank/shard.py data/default/bin OUT --shards 5
+    python examples/sweeps/shard.py data/default/bin OUT --shards 5
 
 Prints the colon-joined data argument.
 """
