@@ -34,7 +34,7 @@ What the paper leaves open, and what is done here:
   of a random subset), its noise grows, and the extra forwards and backward
   shrink by f. Measured: a quarter ranks the children as all sentences do
   (tau within 0.006 per seed, 5 seeds; ``examples/sweeps/README.md``) at
-  1.17x SPOS's step instead of 1.56x (``benchmarks/magic_step.py``).
+  1.17x SPOS's step instead of 1.6x (``benchmarks/magic_step.py``).
 * The first anchor: the best of ``--anchor-init-children`` children scored
   with the shared weights on the scoring sentences when alignment starts.
 * Replacement (``best`` policy): a paired test on per-sentence scores; the
