@@ -1,6 +1,5 @@
 """MAGIC-T, MAGIC-A and MAGIC-AT: samplers, anchor, alignment loss, training runs."""
 
-import itertools
 import json
 import os
 import sys
@@ -188,33 +187,46 @@ def test_clean_alignment_measures_representations_not_dropout(data_bin, mode):
 
 @pytest.mark.parametrize("mode", ["clean", "train-eval"])
 def test_batch_fraction_aligns_a_seeded_half_of_the_sentences(data_bin, mode):
-    """--align-batch-fraction 0.5 on 8 sentences: the term is exactly the mean of
-    4 sentences' own terms; the same update draws the same 4 (a resumed run, every
-    rank), and over updates every sentence is drawn."""
+    """--align-batch-fraction 0.5 on 8 sentences: the alignment's forwards see 4 of
+    them and the term is the mean of those 4 sentences' own terms; the same update
+    draws the same 4 (a resumed run, every rank), and over updates every sentence
+    is drawn."""
     child, anchor = "FFN,MHA2,CONV3,FFN,CONV5,MHA2", "MHA2,FFN,CONV5,MHA2,CONV3,FFN"
     _, task, model = build(data_bin, *AT, "--dropout", "0", "--attention-dropout", "0", "--align-dropout", mode,
                            "--anchor-arch", anchor, "--align-batch-fraction", "0.5")
     model.train()
     tokens = batch(model, batch_size=8, length=16)
+    assert len({tuple(row.tolist()) for row in tokens}) == 8
     model.set_child(child)
     alignment = task.alignment
+    seen = []  # the sentences the alignment's own forwards (the anchor's, and clean's child) are given
+    forward = model.hidden_states
+
+    def watched(src_tokens, *args, **kwargs):
+        seen.append(src_tokens)
+        return forward(src_tokens, *args, **kwargs)
+
+    model.hidden_states = watched
 
     def term(rows, update):
         alignment.begin_update(model, update)
         states = model(rows, features_only=True, return_all_hiddens=True)[1]["inner_states"]
+        seen.clear()
         with torch.no_grad():
-            return float(alignment.loss(model, rows, states))
+            value = float(alignment.loss(model, rows, states))
+        used = {i for i in range(len(tokens)) for given in seen for row in given if torch.equal(row, tokens[i])}
+        assert all(len(given) == len(used) for given in seen)
+        return value, used
 
-    single = [term(tokens[i:i + 1], 0) for i in range(8)]  # one sentence: the fraction keeps it
+    single = [term(tokens[i:i + 1], 0)[0] for i in range(8)]  # one sentence: the fraction keeps it
     drawn = []
     for update in range(12):
-        value = term(tokens, update)
-        matches = [set(rows) for rows in itertools.combinations(range(8), 4)
-                   if value == pytest.approx(np.mean([single[i] for i in rows]), rel=1e-5)]
-        assert len(matches) == 1, (update, value)
-        assert term(tokens, update) == value  # the same update, the same sentences
-        drawn.append(matches[0])
-    assert len({frozenset(d) for d in drawn}) > 1 and set().union(*drawn) == set(range(8))
+        value, used = term(tokens, update)
+        assert len(used) == 4
+        assert value == pytest.approx(np.mean([single[i] for i in used]), rel=1e-5)
+        assert term(tokens, update) == (value, used)  # the same update, the same sentences
+        drawn.append(frozenset(used))
+    assert len(set(drawn)) > 1 and set().union(*drawn) == set(range(8))
 
 
 def test_clean_target_reuses_the_prefix_it_shares_with_the_child_exactly(data_bin):
