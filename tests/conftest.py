@@ -86,6 +86,16 @@ def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True,
     return run(cmd, check=check, env=None if env is None else {**os.environ, **env})
 
 
+def hydra_train(config_dir, config: str, save_dir, *overrides: str) -> subprocess.CompletedProcess:
+    """fairseq-hydra-train of a shipped config on the CPU in float32, the plugin loaded, writing
+    under ``save_dir`` only; ``overrides`` scale it down."""
+    return run([
+        sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(config_dir), "--config-name", config,
+        f"common.user_dir={PLUGIN}", f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={Path(save_dir) / 'hydra'}",
+        "common.cpu=true", "common.fp16=false", *overrides,
+    ])
+
+
 def pretrain(data_bin, save_dir, *extra, check=True):
     """fairseq-train of a magic_child with fairseq's masked_lm task (and the criterion in ``extra``)."""
     return run([

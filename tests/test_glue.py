@@ -9,7 +9,7 @@ import pytest
 import sentencepiece as spm
 from fairseq.data import Dictionary, data_utils
 
-from conftest import PLUGIN, ROOT, assert_one_error_line, fairseq_train, load_state, magic, run
+from conftest import PLUGIN, ROOT, assert_one_error_line, fairseq_train, hydra_train, load_state, magic, run
 
 # Each task's files as GLUE's download script writes them: (header or None, row builder).
 # A row builder gets (index, sentence a, sentence b, label) and returns the fields.
@@ -174,13 +174,11 @@ def test_glue_configs_fine_tune_a_child_under_hydra(glue, child_export, tmp_path
     """Each task's config runs 5 updates on its glue-prep folder, with only the paths, the
     CPU and the tiny sizes overridden; the child's architecture comes from the checkpoint."""
     task = CONFIGS[config]
-    proc = run([
-        sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(ROOT / "examples" / "glue" / "config"),
-        "--config-name", config, f"task.data={glue['root'] / 'bin' / f'{task}-bin'}",
-        f"checkpoint.restore_file={child_export}", f"common.user_dir={PLUGIN}", f"checkpoint.save_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'hydra'}", "common.cpu=true", "common.fp16=false", "task.max_positions=32",
-        "optimization.max_update=5", "lr_scheduler.warmup_updates=1", "dataset.batch_size=4",
-    ])
+    proc = hydra_train(
+        ROOT / "examples" / "glue" / "config", config, tmp_path, f"task.data={glue['root'] / 'bin' / f'{task}-bin'}",
+        f"checkpoint.restore_file={child_export}", "task.max_positions=32", "optimization.max_update=5",
+        "lr_scheduler.warmup_updates=1", "dataset.batch_size=4",
+    )
     log = proc.stdout + proc.stderr
     assert "num_updates 5" in log or "num_updates=5" in log, log[-2000:]
     metric = {"cola": "mcc", "mrpc": "f1", "qqp": "f1", "sts_b": "pearson_and_spearman"}.get(config, "accuracy")

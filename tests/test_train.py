@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
 import torch
 
-from conftest import ROOT, fairseq_train, launch_ranks, load_state, read_child_log, train_log
+from conftest import ROOT, fairseq_train, hydra_train, launch_ranks, load_state, read_child_log, train_log
 from fairseq_magic.space import SearchSpace
 
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
@@ -110,20 +108,14 @@ def test_two_gloo_ranks_train_the_same_children_and_freeze_the_rest(data_bin, tm
 @pytest.mark.parametrize("config", ["spos_tiny", "spos", "magic_t", "magic_a", "magic_at", "gaea_tiny"])
 def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
     """Every shipped config runs under fairseq-hydra-train, scaled down to tiny sizes."""
-    cmd = [
-        sys.executable, "-m", "fairseq_cli.hydra_train",
-        "--config-dir", str(ROOT / "examples" / "config"), "--config-name", config,
-        f"task.data={data_bin}", f"common.user_dir={ROOT / 'fairseq_magic'}",
-        f"checkpoint.save_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}",
+    proc = hydra_train(
+        ROOT / "examples" / "config", config, tmp_path, f"task.data={data_bin}",
         "optimization.max_update=4", "optimization.update_freq=[1]", "lr_scheduler.warmup_updates=1",
         "model.supernet_layers=8", "model.encoder_embed_dim=32", "model.encoder_ffn_embed_dim=64",
         "model.embed_factor_dim=16", "model.candidate_ops='MHA2,FFN,CONV3,CONV5'", "task.tokens_per_sample=32",
-        "dataset.batch_size=8", "common.cpu=true", "common.fp16=false", "common.log_format=json",
-        "common.log_interval=1", "++task.align_warmup_epochs=0", "++task.anchor_eval_interval=2",
-        "++task.score_sentences=16", "++task.arch_subset=valid",
-    ]
-    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        "dataset.batch_size=8", "common.log_format=json", "common.log_interval=1", "++task.align_warmup_epochs=0",
+        "++task.anchor_eval_interval=2", "++task.score_sentences=16", "++task.arch_subset=valid",
+    )
     state = load_state(str(tmp_path / "checkpoint_last.pt"))
     assert state["cfg"]["model"]["_name"] == "magic_supernet"
     records = train_log(proc)
@@ -135,17 +127,12 @@ def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
 @pytest.mark.parametrize("config", ["retrain_mlm", "retrain_electra"])
 def test_hydra_retrain_configs_run_a_child(data_bin, tmp_path, config):
     """The paper-scale retraining configs run 5 updates of a tiny child on the CPU."""
-    cmd = [
-        sys.executable, "-m", "fairseq_cli.hydra_train",
-        "--config-dir", str(ROOT / "examples" / "config"), "--config-name", config,
-        f"task.data={data_bin}", f"common.user_dir={ROOT / 'fairseq_magic'}", f"checkpoint.save_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'hydra'}", "model.child_arch='MHA2,FFN,CONV3,FFN'", "+model.encoder_embed_dim=32",
-        "+model.encoder_ffn_embed_dim=64", "optimization.max_update=5", "optimization.update_freq=[1]",
-        "lr_scheduler.warmup_updates=1", "task.tokens_per_sample=32", "dataset.batch_size=8", "common.cpu=true",
-        "common.fp16=false", "common.log_format=json", "common.log_interval=1",
-    ]
-    proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = hydra_train(
+        ROOT / "examples" / "config", config, tmp_path, f"task.data={data_bin}", "model.child_arch='MHA2,FFN,CONV3,FFN'",
+        "+model.encoder_embed_dim=32", "+model.encoder_ffn_embed_dim=64", "optimization.max_update=5",
+        "optimization.update_freq=[1]", "lr_scheduler.warmup_updates=1", "task.tokens_per_sample=32",
+        "dataset.batch_size=8", "common.log_format=json", "common.log_interval=1",
+    )
     records = train_log(proc)
     assert len(records) == 5 and ("disc_loss" in records[-1]) == (config == "retrain_electra")
     assert load_state(str(tmp_path / "checkpoint_last.pt"))["cfg"]["model"]["_name"] == "magic_child"
