@@ -16,6 +16,7 @@ and two runs give identical numbers.
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -28,6 +29,21 @@ from .mlm_loss import masked_lm_loss
 from .samplers import uniform_child
 from .streams import STREAM_INTERFERENCE, rng_for
 from .space import Child
+
+
+_TRAINING_SAMPLE = re.compile(r"interference_cos=([-0-9.e]+).*num_updates=(\d+)")
+
+
+def training_samples(log_path: str) -> Dict[int, float]:
+    """{update: interference_cos} from a fairseq-train log in the simple format: the samples
+    a run with ``--interference-interval`` logged during training."""
+    samples = {}
+    with open(log_path) as f:
+        for line in f:
+            match = _TRAINING_SAMPLE.search(line)
+            if match:
+                samples[int(match.group(2))] = float(match.group(1))
+    return samples
 
 
 def gradient(supernet, child: Child, params: Sequence[torch.nn.Parameter], batches: Sequence[dict]) -> torch.Tensor:

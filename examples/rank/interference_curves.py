@@ -13,28 +13,14 @@ error over all samples.
 import argparse
 import glob
 import os
-import re
+import sys
 from collections import defaultdict
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-LINE = re.compile(r"interference_cos=([-0-9.e]+).*num_updates=(\d+)")
-
-
-def read(path: str) -> dict:
-    """{update: cosine} from one fairseq-train log (simple format)."""
-    samples = {}
-    with open(path) as f:
-        for line in f:
-            m = LINE.search(line)
-            if m:
-                samples[int(m.group(2))] = float(m.group(1))
-    return samples
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from fairseq_magic.figures import pyplot  # noqa: E402
+from fairseq_magic.interference import training_samples  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,10 +29,10 @@ def main() -> None:
     p.add_argument("--from", dest="start", type=int, default=0, help="the mean is taken from this update on")
     p.add_argument("--out", default="", help="plot file (default: DIR/interference_training.png)")
     args = p.parse_args()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     print(f"{'method':<16}{'seeds':>6}{'samples':>9}{'mean cos':>10}{'se':>8}   (updates >= {args.start})")
     for method in args.methods.split(","):
-        runs = [read(log) for log in sorted(glob.glob(os.path.join(args.dir, method, "seed*", "train.log")))]
+        runs = [training_samples(log) for log in sorted(glob.glob(os.path.join(args.dir, method, "seed*", "train.log")))]
         runs = [r for r in runs if r]
         if not runs:
             print(f"{method:<16}  no interference_cos in its logs")

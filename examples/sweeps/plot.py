@@ -27,18 +27,16 @@ from scipy import stats
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from fairseq_magic.figures import pyplot, save  # noqa: E402
+from fairseq_magic.interference import training_samples  # noqa: E402
 
-SAMPLE = re.compile(r"interference_cos=([-0-9.e]+).*num_updates=(\d+)")
 SETTING = re.compile(r"^([a-z])([0-9.]+)$")
 AXES = {"k": "k (layers changed per update)", "p": "anchor: the child at the top p% (r = 10)",
         "f": "fraction of each batch aligned"}
 
 
 def interference(log_paths, start: int):
-    values = []
-    for path in log_paths:
-        with open(path) as f:
-            values += [float(m.group(1)) for m in map(SAMPLE.search, f) if m and int(m.group(2)) >= start]
+    """Mean, standard error and count of the interference samples at updates >= ``start``."""
+    values = [cos for path in log_paths for update, cos in training_samples(path).items() if update >= start]
     if not values:
         return float("nan"), float("nan"), 0
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
@@ -61,7 +59,7 @@ def main() -> None:
         else:
             references.append((label, method, cos))
     if len(letters) != 1:
-        sys.exit(f"sweep.py: error: expected labels of one setting (k2, p30, f0.5, ...), found {sorted(letters)}")
+        sys.exit(f"plot.py: error: expected labels of one setting (k2, p30, f0.5, ...), found {sorted(letters)}")
     letter = letters.pop()
     rows.sort()
     ceiling = rank.get("ceiling", {}).get("tau")
