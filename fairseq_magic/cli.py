@@ -282,15 +282,28 @@ def cmd_rank_correlate(args) -> None:
     if len(names) < len(children):
         logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
     labels = supernet_labels(args.labels, args.checkpoints)
-    estimates = []
+    estimates, training = [], []
     with progress_bar(args, f"super-nets scoring {len(names)} children", "net", total=len(args.checkpoints)) as bar:
         for checkpoint in args.checkpoints:
             model, _, net_space, batches = load_supernet_for_scoring(args, checkpoint)
             if net_space != space:
                 raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
             estimates.append([-s.loss for s in score_children(model, model, [children[n] for n in names], batches)])
+            training.append(training_figures(model.search_state, space, [children[n] for n in names]))
             bar.update()
-    print(rank_correlation.write_report(truth, names, labels, args.checkpoints, estimates, args.ground_truth, args.out))
+    print(rank_correlation.write_report(truth, names, labels, args.checkpoints, estimates, args.ground_truth, args.out,
+                                        training=training))
+
+
+def training_figures(state, space, children):
+    """A super-net's training shares (training_share.py) and each child's over-training;
+    None when its checkpoint holds no training counts (written before they were kept)."""
+    from .training_share import TrainingShares
+
+    if not state.visits:
+        return None
+    shares = TrainingShares(space, state.visits)
+    return dict(shares.summary(state.allowed), over_training=[shares.over_training(c) for c in children])
 
 
 def add_progress_option(p) -> None:

@@ -17,7 +17,16 @@ Table 1).
    (with its p-value) and Spearman's rho against the ground truth are computed
    with scipy. Several super-nets per method (seeds) are summarised by the mean
    and standard deviation of tau, and each method is compared with the first
-   by Welch's t-test over seeds and a bootstrap over children.
+   by Welch's t-test over seeds, a t-test paired by seed (the same seed gives
+   the same data order), and a bootstrap over children.
+
+   Beside tau, what a search actually uses, the top of the ranking
+   (``top_of_ranking``): the true rank of the child the super-net ranks first,
+   how many of its top 5 are in the true top 5, and the regret (the ground
+   truth of its first child against the truly best one's). And how fairly each
+   super-net was trained (training_share.py, from its search state):
+   ``share_sd``, ``adjacent_share_sd``, and the Spearman correlation between a
+   child's over-training and the residual of its estimate.
 """
 
 import json
@@ -96,6 +105,35 @@ def read_truth(out_dir: str) -> Dict[str, Dict]:
     return {name: v if isinstance(v, dict) else {"valid_loss": float(v)} for name, v in truth.items()}
 
 
+TOP = 5  # the "top k" of top_of_ranking
+
+
+def top_of_ranking(estimates: Sequence[float], truths: Sequence[float], top: int = TOP) -> Dict[str, float]:
+    """What a search takes from a ranking (both sides higher = better):
+    ``best_true_rank``, the true rank (1 = best) of the child estimated best
+    (ties in the truth count in its favour); ``top_overlap``, how many of the
+    ``top`` estimated best are among the ``top`` truly best; ``regret``, the
+    truly best child's ground truth minus that of the child estimated best
+    (>= 0, in the ground truth's unit: bits of validation loss, or accuracy)."""
+    est, gt = np.asarray(estimates, dtype=float), np.asarray(truths, dtype=float)
+    first = int(np.argmax(est))
+    top = min(top, len(gt))
+    overlap = len(set(np.argsort(-est, kind="stable")[:top]) & set(np.argsort(-gt, kind="stable")[:top]))
+    return {"best_true_rank": int((gt > gt[first]).sum()) + 1, "top_overlap": overlap,
+            "regret": float(gt.max() - gt[first])}
+
+
+def over_training_correlation(estimates: Sequence[float], truths: Sequence[float],
+                              over: Sequence[float]) -> Dict[str, float]:
+    """Spearman's rho (and p) between each child's over-training (training_share.py)
+    and the residual of its estimate after a least-squares line on the ground
+    truth: positive when children of over-trained operators are over-estimated."""
+    est, gt = np.asarray(estimates, dtype=float), np.asarray(truths, dtype=float)
+    slope, intercept = np.polyfit(gt, est, 1)
+    rho = stats.spearmanr(over, est - (slope * gt + intercept))
+    return {"over_training_rho": float(rho.statistic), "over_training_p": float(rho.pvalue)}
+
+
 def seed_agreement(truth: Dict[str, Dict], names: Sequence[str], metric: str) -> Optional[Dict[str, float]]:
     """The ground truth's own noise: Kendall's tau between stand-alone runs of the
     same children with different seeds (mean over pairs of seeds), the mean
@@ -137,6 +175,12 @@ def compare_methods(estimates: Dict[str, List[Sequence[float]]], truth: Sequence
     taus = {label: [stats.kendalltau(e, truth).statistic for e in runs[label]] for label in labels}
     out = {label: {"mean": float(np.mean(t)), "sd": float(np.std(t, ddof=1)) if len(t) > 1 else 0.0,
                    "n": len(t), "taus": [float(x) for x in t]} for label, t in taus.items()}
+    for label in labels:
+        tops = [top_of_ranking(e, truth) for e in runs[label]]
+        for key in ("best_true_rank", "top_overlap", "regret"):
+            values = [t[key] for t in tops]
+            out[label][key] = float(np.mean(values))
+            out[label][key + "_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     if len(labels) < 2:
         return out
     base = labels[0]
@@ -148,6 +192,8 @@ def compare_methods(estimates: Dict[str, List[Sequence[float]]], truth: Sequence
         row["diff"] = row["mean"] - out[base]["mean"]
         if len(taus[label]) > 1 and len(taus[base]) > 1:
             row["welch_p"] = float(stats.ttest_ind(taus[label], taus[base], equal_var=False).pvalue)
+        if len(taus[label]) == len(taus[base]) > 1:  # seed i of each method: paired
+            row["paired_p"] = float(stats.ttest_rel(taus[label], taus[base]).pvalue)
         boot = np.array([mean_tau(label, idx) for idx in resamples]) - base_boot
         boot = boot[np.isfinite(boot)]
         row["boot_lo"], row["boot_hi"] = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
@@ -249,17 +295,26 @@ def format_ceiling(agreement: Optional[Dict[str, float]], metric: str) -> str:
 
 
 def write_report(truth: Dict[str, Dict], names: Sequence[str], labels: Sequence[str], checkpoints: Sequence[str],
-                 estimates: Sequence[Sequence[float]], ground_truth: str, out: str) -> str:
+                 estimates: Sequence[Sequence[float]], ground_truth: str, out: str,
+                 training: Optional[Sequence[Optional[Dict]]] = None) -> str:
     """Table 1 from each super-net's ``estimates`` of the children ``names`` (higher
     is better): a scatter plot per super-net, ``rank.json``, and the returned
-    table (tau and rho per super-net; mean and sd per method, each compared with
-    the first; the ceiling)."""
+    table (tau, rho and the top of the ranking per super-net; their mean and sd
+    per method, each compared with the first; the ceiling). ``training`` gives,
+    per super-net, its training shares (``share_sd``, ``adjacent_share_sd``, and
+    ``over_training``, one value per child; None for a checkpoint that has no
+    counts)."""
     plt = pyplot()
     os.makedirs(out, exist_ok=True)
     gt = [GROUND_TRUTHS[ground_truth] * truth[n][ground_truth] for n in names]  # higher is better
     rows = []
+    training = list(training or [None] * len(checkpoints))
     for i, (label, checkpoint, est) in enumerate(zip(labels, checkpoints, estimates)):
-        rows.append(dict(correlation(est, gt), label=label, checkpoint=checkpoint, estimates=list(est)))
+        rows.append(dict(correlation(est, gt), **top_of_ranking(est, gt), label=label, checkpoint=checkpoint,
+                         estimates=list(est)))
+        if training[i] is not None:
+            rows[-1].update(share_sd=training[i]["share_sd"], adjacent_share_sd=training[i]["adjacent_share_sd"],
+                            **over_training_correlation(est, gt, training[i]["over_training"]))
         fig, ax = plt.subplots(figsize=(4.4, 3.8))
         ax.scatter(gt, est, s=14)
         ax.set_xlabel("stand-alone: " + ("- validation loss (bits/token)" if ground_truth == "valid_loss"
@@ -280,21 +335,39 @@ def write_report(truth: Dict[str, Dict], names: Sequence[str], labels: Sequence[
     with open(os.path.join(out, "rank.json"), "w") as f:
         json.dump({"children": list(names), "ground_truth": gt, "ceiling": ceiling, "supernets": rows,
                    "methods": methods}, f, indent=1)
-    lines = [f"Kendall's tau over {len(names)} children (estimate: negative shared-weight validation loss)",
-             f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}  checkpoint"]
+    unit = "bits" if ground_truth == "valid_loss" else "points"
+    lines = [f"Kendall's tau over {len(names)} children (estimate: negative shared-weight validation loss); "
+             f"first: the true rank of the child ranked first; top{TOP}: of its top {TOP}, how many are in the "
+             f"true top {TOP}; regret: its first child's {ground_truth} against the truly best ({unit}); share_sd, "
+             f"adj_sd: the spread of the training shares; over rho: Spearman of a child's over-training with its "
+             f"estimate's residual",
+             f"{'super-net':<16}{'tau':>8}{'p':>10}{'rho':>8}{'p':>10}{'first':>7}{'top' + str(TOP):>6}{'regret':>8}"
+             f"{'share_sd':>10}{'adj_sd':>8}{'over rho':>10}  checkpoint"]
+
+    def optional(row, key, width, fmt):
+        return (format(row[key], fmt) if key in row else "-").rjust(width)
+
     for r in rows:
-        lines.append(f"{r['label']:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}  "
-                     f"{r['checkpoint']}")
+        lines.append(f"{r['label']:<16}{r['tau']:>8.3f}{r['tau_p']:>10.2g}{r['rho']:>8.3f}{r['rho_p']:>10.2g}"
+                     f"{r['best_true_rank']:>7}{r['top_overlap']:>6}{r['regret']:>8.3f}"
+                     f"{optional(r, 'share_sd', 10, '.3f')}{optional(r, 'adjacent_share_sd', 8, '.3f')}"
+                     f"{optional(r, 'over_training_rho', 10, '+.2f')}  {r['checkpoint']}")
     if any(m["n"] > 1 for m in methods.values()) or len(methods) > 1:
         base = next(iter(methods))
         lines += ["", f"{'method':<16}{'n':>3}{'mean tau':>10}{'sd':>8}{'vs ' + base:>12}{'Welch p':>9}"
-                      f"{'bootstrap 95% CI':>20}{'P(<=)':>7}"]
+                      f"{'paired p':>9}{'bootstrap 95% CI':>20}{'P(<=)':>7}{'first (sd)':>13}{'top' + str(TOP):>11}"
+                      f"{'regret':>15}"]
         for label, m in methods.items():
             line = f"{label:<16}{m['n']:>3}{m['mean']:>10.3f}{m['sd']:>8.3f}"
             if "diff" in m:
                 ci = f"[{m['boot_lo']:+.3f}, {m['boot_hi']:+.3f}]"
                 p = f"{m['welch_p']:.2g}" if "welch_p" in m else "-"
-                line += f"{m['diff']:>+12.3f}{p:>9}{ci:>20}{m['boot_p']:>7.3f}"
+                paired = f"{m['paired_p']:.2g}" if "paired_p" in m else "-"
+                line += f"{m['diff']:>+12.3f}{p:>9}{paired:>9}{ci:>20}{m['boot_p']:>7.3f}"
+            else:
+                line += f"{'':>57}"
+            line += (f"{m['best_true_rank']:>7.1f} ({m['best_true_rank_sd']:.1f}){m['top_overlap']:>5.1f} "
+                     f"({m['top_overlap_sd']:.1f}){m['regret']:>8.3f} ({m['regret_sd']:.3f})")
             lines.append(line)
     lines.append(format_ceiling(ceiling, ground_truth))
     return "\n".join(lines)

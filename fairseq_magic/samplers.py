@@ -1,18 +1,34 @@
 """Samplers: which child the super-net trains at each update.
 
-A sampler is a pure function of (seed, update number, previous child).  Every
-micro-batch of an update and every rank calls it with the same arguments, so
+A sampler is a pure function of (seed, update number, micro-batch, previous
+child, training counts so far). Every rank calls it with the same arguments, so
 all of them train the same child without communicating, and a resumed run
-(which restores the update number) samples exactly what the uninterrupted run
-would have.
+(which restores the update number, the previous child and the counts, all in
+the ``SearchState``) samples exactly what the uninterrupted run would have.
+
+==================  ==========================================================
+``uniform``         SPOS (Guo et al. 2020): a fresh uniform child per update.
+``gradual``         MAGIC-T (Xu et al. 2022): k layers change per update, each
+                    to a uniform other operator; a random walk.
+``fair``            FairNAS strict fairness (Chu et al. 2021): every layer takes
+                    each of its C candidates once per window of C children;
+                    with ``--update-freq C`` a window is one update, one child
+                    per micro-batch.
+``fair-gradual``    the fair gradual walk (this project): k layers change per
+                    update as in MAGIC-T, but the move is drawn to keep every
+                    (layer, operator) pair and every adjacent combination near
+                    its fair share of training.
+==================  ==========================================================
 """
 
+import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .space import Child, SearchSpace, SpaceError
-from .streams import STREAM_INITIAL_CHILD, STREAM_TRAIN, STREAM_VALID_CHILDREN, rng_for
+from .streams import STREAM_FAIR_WINDOW, STREAM_INITIAL_CHILD, STREAM_TRAIN, STREAM_VALID_CHILDREN, rng_for
+from .training_share import TrainingShares
 
 # The candidates still allowed in each layer of a shrunk space (None: all of them).
 Allowed = Optional[Sequence[Sequence[int]]]
@@ -32,16 +48,20 @@ def count_children(space: SearchSpace, allowed: Allowed = None) -> int:
 
 
 class Sampler:
-    """Base class: ``sampler(update_num, previous) -> child``."""
+    """Base class: ``sampler(update_num, previous, allowed, micro, shares) -> child``."""
 
     name = ""
+    per_micro_batch = False  # True: each micro-batch of an update (--update-freq) trains its own child
 
     def __init__(self, space: SearchSpace, seed: int):
         self.space = space
         self.seed = seed
 
-    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
-        """The child of ``update_num``; ``allowed`` restricts each layer (a shrunk space)."""
+    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None,
+                 micro: int = 0, shares: Optional[TrainingShares] = None) -> Child:
+        """The child of ``update_num`` (and of its micro-batch ``micro`` when
+        ``per_micro_batch``); ``allowed`` restricts each layer (a shrunk space);
+        ``shares`` holds the training counts of the updates before."""
         raise NotImplementedError
 
 
@@ -50,7 +70,7 @@ class UniformSampler(Sampler):
 
     name = "uniform"
 
-    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
+    def __call__(self, update_num, previous=None, allowed=None, micro=0, shares=None) -> Child:
         return uniform_child(self.space, rng_for(self.seed, STREAM_TRAIN, update_num), allowed)
 
 
@@ -92,28 +112,143 @@ class GradualSampler(Sampler):
                              f"{open_layers} layers have more than one candidate")
         self.k = gradual_k
 
-    def __call__(self, update_num: int, previous: Optional[Child] = None, allowed: Allowed = None) -> Child:
+    def start(self, update_num: int, previous: Optional[Child], allowed: Allowed):
+        """(the child the walk moves from, the update's generator, allowed) or, when
+        the walk starts afresh, (its uniform first child, None, allowed)."""
         if allowed is None and self.space.groups:
             allowed = self.space.layer_options
         if previous is None:
-            return uniform_child(self.space, rng_for(self.seed, STREAM_INITIAL_CHILD), allowed)
+            return uniform_child(self.space, rng_for(self.seed, STREAM_INITIAL_CHILD), allowed), None, allowed
         rng = rng_for(self.seed, STREAM_TRAIN, update_num)
         previous = self.space.validate(previous)
         if allowed is not None and any(c not in options for c, options in zip(previous, allowed)):
             # the space was just shrunk under the walk: removed operators are re-drawn
             fresh = uniform_child(self.space, rng, allowed)
             previous = tuple(c if c in options else f for c, f, options in zip(previous, fresh, allowed))
+        return previous, rng, allowed
+
+    def __call__(self, update_num, previous=None, allowed=None, micro=0, shares=None) -> Child:
+        previous, rng, allowed = self.start(update_num, previous, allowed)
+        if rng is None:
+            return previous
         return modify(previous, self.k, self.space.num_candidates, rng, allowed)
 
 
-SAMPLERS: Dict[str, Callable[..., Sampler]] = {cls.name: cls for cls in (UniformSampler, GradualSampler)}
+class FairSampler(Sampler):
+    """FairNAS strict fairness (Chu et al. 2021, Alg. 1).
+
+    Children are numbered by micro-batch, ``g = update * micro_batches + micro``.
+    Layer l takes its C_l (allowed) candidates in a random order, a fresh
+    permutation per window of C_l consecutive children, so over every window each
+    candidate is trained exactly once. With ``--update-freq C`` a window is one
+    update: the C children's gradients (one micro-batch each) are summed into
+    one step, which is FairNAS's strict fairness; with ``--update-freq 1`` the
+    window spans C updates (each update one child, the cost of SPOS). After
+    progressive shrinking a layer's window restarts at its new size, so the
+    first window after a shrink may be partial."""
+
+    name = "fair"
+    per_micro_batch = True
+
+    def __init__(self, space: SearchSpace, seed: int, micro_batches: int = 1):
+        super().__init__(space, seed)
+        if micro_batches < 1:
+            raise SpaceError(f"the fair sampler needs at least one micro-batch per update, got {micro_batches}")
+        self.micro_batches = micro_batches
+
+    @property
+    def window(self) -> int:
+        """Children in a window common to all layers (the least common multiple of their candidates)."""
+        return math.lcm(*(len(options) for options in self.space.layer_options))
+
+    def __call__(self, update_num, previous=None, allowed=None, micro=0, shares=None) -> Child:
+        g = update_num * self.micro_batches + micro
+        child = []
+        for layer, options in enumerate(allowed or self.space.layer_options):
+            window, position = divmod(g, len(options))
+            order = rng_for(self.seed, STREAM_FAIR_WINDOW, layer, window).permutation(len(options))
+            child.append(int(options[order[position]]))
+        return tuple(child)
 
 
-def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1) -> Sampler:
+class FairGradualSampler(GradualSampler):
+    """The fair gradual walk: MAGIC-T's k changes per update, chosen fairly.
+
+    MAGIC-T's walk stays on an operator for runs of updates, so over a short
+    run some (layer, operator) pairs get much more training than others, and a
+    child made of over-trained operators is over-estimated. This walk still
+    changes exactly k layers per update, but draws each move (layer l from its
+    operator a to o) with probability proportional to ``exp(gain / tau)``:
+
+        gain = excess(l, a) - excess(l, o)
+               + beta * sum over the neighbours n of l (pair_excess(a, n) - pair_excess(o, n))
+
+    where ``excess`` is a pair's training count minus its layer's fair share and
+    ``pair_excess`` the same for the combination with the operator a neighbour
+    layer holds now (TrainingShares). A layer whose operator has been trained
+    beyond its share is the likeliest to move, to the operator that lags most and
+    that pairs least often with its neighbours' operators. The draw is random
+    (tau > 0), so the walk does not settle into a cycle that locks operators of
+    neighbouring layers together; the counts stay within a few updates of fair
+    (tests/test_samplers.py measures the bound over long runs)."""
+
+    name = "fair-gradual"
+
+    def __init__(self, space: SearchSpace, seed: int, gradual_k: int = 1, tau: float = 1.0, beta: float = 1.0):
+        super().__init__(space, seed, gradual_k)
+        self.tau, self.beta = tau, beta
+
+    def __call__(self, update_num, previous=None, allowed=None, micro=0, shares=None) -> Child:
+        previous, rng, allowed = self.start(update_num, previous, allowed)
+        if rng is None:
+            return previous
+        shares = shares or TrainingShares(self.space)
+        options = allowed or self.space.layer_options
+        last = self.space.num_layers - 1
+        child, moved = list(previous), set()
+        excess = [shares.excess(layer, allowed) for layer in range(self.space.num_layers)]
+        pairs = [shares.adjacent_excess(layer, allowed) for layer in range(last)]
+        for _ in range(self.k):
+            moves, gains = [], []
+            for layer, layer_options in enumerate(options):
+                if layer in moved:
+                    continue
+                a = child[layer]
+                for o in layer_options:
+                    if o == a:
+                        continue
+                    gain = excess[layer][a] - excess[layer][o]
+                    if layer > 0:
+                        left = pairs[layer - 1][child[layer - 1]]
+                        gain += self.beta * (left[a] - left[o])
+                    if layer < last:
+                        right = pairs[layer][:, child[layer + 1]]
+                        gain += self.beta * (right[a] - right[o])
+                    moves.append((layer, o))
+                    gains.append(gain)
+            if not moves:  # fewer open layers than k in a shrunk space
+                break
+            gains = np.asarray(gains, dtype=float)
+            weights = np.exp((gains - gains.max()) / self.tau)
+            layer, o = moves[int(rng.choice(len(moves), p=weights / weights.sum()))]
+            child[layer] = int(o)
+            moved.add(layer)
+        return tuple(child)
+
+
+SAMPLERS: Dict[str, Callable[..., Sampler]] = {
+    cls.name: cls for cls in (UniformSampler, GradualSampler, FairSampler, FairGradualSampler)
+}
+GRADUAL_SAMPLERS = (GradualSampler.name, FairGradualSampler.name)  # the samplers that take --gradual-k
+
+
+def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1, micro_batches: int = 1) -> Sampler:
     if name not in SAMPLERS:
         raise SpaceError(f"unknown sampler '{name}' (choose from {', '.join(sorted(SAMPLERS))})")
-    if name == GradualSampler.name:
-        return GradualSampler(space, seed, gradual_k=gradual_k)
+    if name in GRADUAL_SAMPLERS:
+        return SAMPLERS[name](space, seed, gradual_k=gradual_k)
+    if name == FairSampler.name:
+        return FairSampler(space, seed, micro_batches=micro_batches)
     return SAMPLERS[name](space, seed)
 
 

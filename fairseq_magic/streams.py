@@ -24,6 +24,7 @@ STREAM_RANK = 7  # rank_correlation.py's children
 STREAM_GUMBEL = 8  # GDAS's noise
 STREAM_ARCH_BATCHES = 9  # bilevel search's held-out batches
 STREAM_ALIGN_SENTENCES = 10  # MAGIC-A's --align-batch-fraction
+STREAM_FAIR_WINDOW = 11  # the fair sampler's permutation of each (layer, window)
 
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:

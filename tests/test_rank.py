@@ -7,7 +7,7 @@ import pytest
 
 from conftest import magic
 from fairseq_magic.errors import MagicError
-from fairseq_magic.rank_correlation import compare_methods, correlation
+from fairseq_magic.rank_correlation import compare_methods, correlation, top_of_ranking
 
 
 def test_tau_of_a_list_with_itself_and_its_reverse():
@@ -59,6 +59,19 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
     assert (tmp_path / "table" / "scatter_a_1.png").exists() and (tmp_path / "table" / "scatter_b.png").exists()
     assert (tmp_path / "table" / "scatter_b.pdf").exists()
     assert "Kendall's tau over 4 children" in proc.stdout and "ceiling (valid_loss): the same 4 children" in proc.stdout
+    # the top of the ranking and the training shares, per super-net and per method
+    row = result["supernets"][0]
+    assert 1 <= row["best_true_rank"] <= 4 and 0 <= row["top_overlap"] <= 4 and row["regret"] >= 0
+    assert 0 < row["share_sd"] < 2 and row["adjacent_share_sd"] > 0 and -1 <= row["over_training_rho"] <= 1
+    assert methods["a"]["best_true_rank"] == row["best_true_rank"] and methods["a"]["regret_sd"] == 0.0
+
+
+def test_top_of_ranking():
+    truth = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.4]
+    estimates = [0.0, 0.6, 0.1, 0.5, 0.8, 0.3, 0.2]  # ranks the truly second best first
+    top = top_of_ranking(estimates, truth, top=3)
+    assert top == {"best_true_rank": 2, "top_overlap": 2, "regret": pytest.approx(0.2)}
+    assert top_of_ranking(truth, truth) == {"best_true_rank": 1, "top_overlap": 5, "regret": 0.0}
 
 
 def test_compare_methods_finds_a_better_ranker():
@@ -72,6 +85,8 @@ def test_compare_methods_finds_a_better_ranker():
     assert out["good"]["n"] == 3 and out["good"]["mean"] > 0.6 > out["poor"]["mean"]
     assert out["good"]["diff"] > 0.3 and out["good"]["boot_lo"] > 0 and out["good"]["boot_p"] < 0.01
     assert out["good"]["welch_p"] < 0.05 and out["poor"]["sd"] > 0
+    assert out["good"]["paired_p"] < 0.05  # seed i of each method paired
+    assert out["good"]["best_true_rank"] < out["poor"]["best_true_rank"]
 
 
 def test_rank_rejects_a_list_from_another_space(supernet, tmp_path):

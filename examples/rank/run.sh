@@ -9,7 +9,7 @@
 #   bash examples/rank/run.sh [--children 40] [--child-seeds 1,2] [--supernet-seeds 1,2,3]
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
-#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction]
+#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction|fair|align-lambda|budget]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
 # Sweeps, instead of Table 1 (examples/sweeps/run.sh NAME runs one and plots it):
 #   gradual-k: Fig. 3a, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per update (no alignment).
@@ -18,6 +18,11 @@
 #     split is cut into 5 shards (examples/sweeps/shard.py), one per epoch, so the policy acts every ~250 updates.
 #   align-batch-fraction: MAGIC-AT with its alignment term on all, half and a quarter of each batch's
 #     sentences (what --align-dropout clean costs).
+#   fair: the fair samplers beside the paper's methods: SPOS, FairNAS (--sampler fair --update-freq 4, a
+#     quarter of the updates: the same forwards), MAGIC-T, the fair gradual walk, MAGIC-A, MAGIC-AT and
+#     MAGIC-AT on the fair walk.
+#   align-lambda: MAGIC-A at lambda 0.5, 2 and 8, and MAGIC-AT on the fair walk at 2 and 8, beside SPOS.
+#   budget: SPOS, FairNAS, MAGIC-T and the fair walk (give --supernet-updates 8000, say).
 # Point OUT/children at an existing ground truth (a symlink) to reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -79,7 +84,21 @@ case "$SWEEP" in
         done ;;
     align-batch-fraction) METHODS=("f1|$T $ALIGN" "f0.5|$T $ALIGN --align-batch-fraction 0.5"
                                    "f0.25|$T $ALIGN --align-batch-fraction 0.25") ;;
-    *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k, anchor-top-p, align-batch-fraction)" >&2
+    fair|budget)
+        FW="--sampler fair-gradual --gradual-k 1"
+        # FairNAS: 4 children (one window) per update, one micro-batch each; a quarter of the updates, so
+        # that every super-net trains the same 2000 x 16 sentences
+        FAIRNAS="--sampler fair --update-freq 4 --max-update $((NET_UPDATES / 4)) --total-num-update $((NET_UPDATES / 4))"
+        METHODS=("spos|--sampler uniform" "fairnas|$FAIRNAS" "magic_t|$T" "fair_gradual|$FW")
+        [ "$SWEEP" = fair ] && METHODS+=("magic_a|--sampler uniform $ALIGN" "magic_at|$T $ALIGN"
+                                         "magic_at_fair|$FW $ALIGN") ;;
+    align-lambda)
+        FW="--sampler fair-gradual --gradual-k 1"
+        METHODS=("spos|--sampler uniform")
+        for l in 0.5 2 8; do METHODS+=("l$l|--sampler uniform ${ALIGN/--align-lambda 0.5/--align-lambda $l}"); done
+        for l in 2 8; do METHODS+=("at_fair_l$l|$FW ${ALIGN/--align-lambda 0.5/--align-lambda $l}"); done ;;
+    *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k, anchor-top-p, align-batch-fraction," \
+            "fair, align-lambda, budget)" >&2
        exit 2 ;;
 esac
 TRAIN_DATA=$DATA  # what the super-nets train on

@@ -1,18 +1,24 @@
-"""SPOS and MAGIC-T: the super-net trains one sampled child per update.
+"""SPOS, MAGIC-T, FairNAS and the fair gradual walk: the super-net trains one
+sampled child per update (per micro-batch for FairNAS).
 
 One update, top to bottom (the task's hooks call these):
 
-    train_step:  child = child_for_update(t)      the sampler's choice (samplers.py)
+    train_step:  child = child_for_update(t, i)   the sampler's choice (samplers.py), counted
+                                                   in the training shares (training_share.py)
                  model.set_child(child)            only the child runs
                  alignment.begin_update(t)         MAGIC-A: the first anchor, when it starts
                  fairseq's train_step              criterion: masked-LM loss (+ alignment term)
     end_update:  alignment.end_update(t, child)    MAGIC-A: the anchor may be replaced
+                 share_sd, adjacent_share_sd       logged (weight 0: the latest value)
                  interference sample               every --interference-interval updates
 
-The child is a pure function of (seed, update number, previous child), so
-every micro-batch of an update (``--update-freq``) and every rank trains the
-same child without communication. The child of the last update, the shrunk
-space and the anchor are in the ``SearchState``, which the checkpoint carries.
+The child is a pure function of (seed, update number, micro-batch, previous
+child, training counts), so every rank trains the same child without
+communication; every micro-batch of an update (``--update-freq``) trains the
+same child, except with ``--sampler fair``, where micro-batch i trains the
+window's i-th child. The child of the last update, the training counts, the
+shrunk space and the anchor are in the ``SearchState``, which the checkpoint
+carries.
 """
 
 import json
@@ -20,6 +26,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
+
+from omegaconf import II
 
 import torch
 from fairseq import utils
@@ -29,11 +37,12 @@ from ..alignment import Alignment
 from ..errors import MagicError
 from ..interference import sample_similarity
 from ..models.supernet import unwrap
-from ..samplers import SAMPLERS, build_sampler, count_children, uniform_child, validation_children
+from ..samplers import GRADUAL_SAMPLERS, SAMPLERS, build_sampler, count_children, uniform_child, validation_children
 from ..scoring import score_children, validation_batches
 from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..space import Child
 from ..streams import STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
+from ..training_share import TrainingShares
 from .base import StrategyConfig, TrainingStrategy
 
 logger = logging.getLogger("fairseq_magic.strategies.sampled")
@@ -44,9 +53,12 @@ class SampledConfig(StrategyConfig):
     sampler: str = field(
         default="uniform",
         metadata={"help": f"how children are sampled for training: {', '.join(sorted(SAMPLERS))} "
-                  "(uniform = SPOS, gradual = MAGIC-T)"},
+                  "(uniform = SPOS; gradual = MAGIC-T; fair = FairNAS, one child per micro-batch, each layer "
+                  "taking each of its C candidates once per C children: use --update-freq C; fair-gradual = "
+                  "MAGIC-T's walk with its moves drawn to keep every operator's training near its fair share)"},
     )
-    gradual_k: int = field(default=1, metadata={"help": "MAGIC-T: operators changed per update (paper: 1)"})
+    gradual_k: int = field(default=1, metadata={"help": "gradual and fair-gradual: operators changed per update "
+                                                "(MAGIC-T paper: 1)"})
     valid_children: int = field(
         default=4, metadata={"help": "number of fixed, seeded children whose loss validation reports"}
     )
@@ -63,6 +75,7 @@ class SampledConfig(StrategyConfig):
     shrink_children: int = field(
         default=100, metadata={"help": "progressive shrinking: children scored to judge the pairs"}
     )
+    update_freq: List[int] = II("optimization.update_freq")  # the fair sampler's children per update
 
 
 class SampledTraining(TrainingStrategy):
@@ -70,8 +83,9 @@ class SampledTraining(TrainingStrategy):
     def check_config(cls, cfg) -> None:
         if cfg.sampler not in SAMPLERS:
             raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
-        if cfg.gradual_k != 1 and cfg.sampler != "gradual":
-            raise MagicError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual (the sampler is '{cfg.sampler}')")
+        if cfg.gradual_k != 1 and cfg.sampler not in GRADUAL_SAMPLERS:
+            raise MagicError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual or fair-gradual "
+                             f"(the sampler is '{cfg.sampler}')")
         if cfg.valid_children < 1:
             raise MagicError("--valid-children must be at least 1")
         if cfg.shrink_children < 1 or cfg.shrink_per_epoch < 0 or cfg.interference_interval < 0:
@@ -79,12 +93,21 @@ class SampledTraining(TrainingStrategy):
 
     def __init__(self, space, cfg, state, data):
         super().__init__(space, cfg, state, data)
-        self.sampler = build_sampler(cfg.sampler, space, self.seed, gradual_k=cfg.gradual_k)
+        self.sampler = build_sampler(cfg.sampler, space, self.seed, gradual_k=cfg.gradual_k,
+                                     micro_batches=self.update_freq(1))
+        self._micro = (None, 0)  # (update, index of its micro-batch now training)
         self._valid: Tuple[Optional[str], List[Child]] = (None, [])
         self._score_batches: Optional[List[dict]] = None
         self._probe: Optional[dict] = None
         self._probe_pending = False  # the alignment's validation metrics, once per validation
         logger.info(f"search space: {space.describe()}; sampler: {cfg.sampler}")
+        if self.sampler.per_micro_batch:
+            window, freq = self.sampler.window, self.update_freq(1)
+            logger.info(f"fair sampler: each layer takes each of its candidates once per window of {window} children, "
+                        f"one child per micro-batch; --update-freq {freq}: "
+                        + ("one window per update (FairNAS's strict fairness)" if freq % window == 0 else
+                           f"a window spans {window / freq:g} updates (use --update-freq {window} for FairNAS's "
+                           "strict fairness: one update sums the gradients of a whole window)"))
         for i, child in enumerate(self.valid_children):
             logger.info(f"validation child {i}: {space.format(child)}")
         if cfg.align_lambda > 0:
@@ -104,20 +127,43 @@ class SampledTraining(TrainingStrategy):
             self._valid = (key, validation_children(self.space, self.seed, self.cfg.valid_children, self.allowed))
         return self._valid[1]
 
-    def child_for_update(self, update_num: int) -> Child:
-        """The child trained at ``update_num``; the same for all its micro-batches.
-        Drawn once, from the previous update's child (kept in the search state,
-        so a resumed run continues the walk)."""
+    def update_freq(self, epoch: int) -> int:
+        """Micro-batches per update in ``epoch`` (fairseq's --update-freq, one value or one per epoch)."""
+        freq = list(self.cfg.update_freq)
+        return int(freq[min(epoch, len(freq)) - 1])
+
+    @property
+    def shares(self) -> TrainingShares:
+        """How often each (layer, operator) and adjacent combination was trained (in the search state)."""
+        return TrainingShares(self.space, self.state.visits)
+
+    def child_for_update(self, update_num: int, micro: int = 0) -> Child:
+        """The child trained at ``update_num`` (its micro-batch ``micro``: only the
+        fair sampler gives micro-batches different children). Drawn once, from the
+        previous update's child and the training counts (both kept in the search
+        state, so a resumed run continues the walk), and counted."""
         state = self.state
-        if state.update != update_num:
+        micro = micro if self.sampler.per_micro_batch else None
+        if state.update != update_num or state.micro != micro:
             previous = self.space.parse(state.child) if state.child and state.update == update_num - 1 else None
-            state.child = self.space.format(self.sampler(update_num, previous, self.allowed))
-            state.update = update_num
+            shares = self.shares
+            child = self.sampler(update_num, previous, self.allowed, micro=micro or 0, shares=shares)
+            shares.add(child)
+            state.child, state.update, state.micro, state.visits = (self.space.format(child), update_num, micro,
+                                                                   shares.to_dict())
         return self.space.parse(state.child)
+
+    def micro_batch(self, update_num: int) -> int:
+        """Which micro-batch of ``update_num`` this train_step is (fairseq calls it once per micro-batch)."""
+        update, count = self._micro
+        self._micro = (update_num, count + 1 if update == update_num else 0)
+        return self._micro[1]
 
     # ------------------------------------------------------------ training
     def begin_epoch(self, epoch: int, model) -> None:
         # once per epoch end, and not again when a run resumes inside an epoch
+        if self.sampler.per_micro_batch:
+            self.sampler.micro_batches = self.update_freq(epoch)
         if self.cfg.shrink_per_epoch > 0 and epoch > 1 and self.state.shrink_epoch != epoch:
             self._shrink(model, epoch)
             self.state.shrink_epoch = epoch
@@ -125,7 +171,7 @@ class SampledTraining(TrainingStrategy):
             self.alignment.begin_epoch(epoch, model)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad, fairseq_step):
-        child = unwrap(model).set_child(self.child_for_update(update_num))
+        child = unwrap(model).set_child(self.child_for_update(update_num, self.micro_batch(update_num)))
         if self.alignment is not None:
             self.alignment.begin_update(model, update_num)
         if self.cfg.child_log:
@@ -136,8 +182,11 @@ class SampledTraining(TrainingStrategy):
         return fairseq_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def end_update(self, model, update_num: int) -> None:
-        if self.alignment is not None:
-            self.alignment.end_update(model, update_num, self.child_for_update(update_num))
+        if self.alignment is not None:  # with the fair sampler: the update's last child
+            self.alignment.end_update(model, update_num, self.space.parse(self.state.child))
+        shares = self.shares
+        metrics.log_scalar("share_sd", shares.share_sd(self.allowed), weight=0, round=4)
+        metrics.log_scalar("adjacent_share_sd", shares.adjacent_share_sd(self.allowed), weight=0, round=4)
         if self.cfg.interference_interval and (update_num + 1) % self.cfg.interference_interval == 0:
             self._log_interference(model, update_num)
 
