@@ -20,7 +20,10 @@ Steps are interleaved on the same batches.
 
 Prints the mean step time of each method and the ratios MAGIC-T / SPOS (target
 <= 1.02) and MAGIC-AT / SPOS (target <= 1.20), and each method's peak memory
-(fresh process per method).
+(fresh process per method). The fair samplers run the same steps as SPOS and
+MAGIC-T (FairNAS: one child per micro-batch); what they add is the draw of the
+child, timed apart for every sampler (a fair gradual walk's draw reads the
+training counts of every (layer, operator) and adjacent pair).
 
     python benchmarks/magic_step.py [--size base] [--steps 100]
 """
@@ -57,9 +60,26 @@ def build_method(method: str, data: str, size: str, extra, interval: int):
     if method in ("spos", "magic-a"):  # handed the MAGIC-T walk, so that every method runs the same children
         from fairseq_magic.samplers import GradualSampler
 
-        walk = GradualSampler(task.strategy.space, task.cfg.seed, gradual_k=1)
-        task.strategy.sampler = lambda update_num, previous=None, allowed=None: walk(update_num, previous)
+        task.strategy.sampler = GradualSampler(task.strategy.space, task.cfg.seed, gradual_k=1)
     return trainer, task
+
+
+def draw_times(space, updates: int = 2000) -> dict:
+    """Mean seconds per update of each sampler's draw, counts kept as training keeps them."""
+    import time
+
+    from fairseq_magic.samplers import SAMPLERS, build_sampler
+    from fairseq_magic.training_share import TrainingShares
+
+    out = {}
+    for name in SAMPLERS:
+        sampler, shares, child = build_sampler(name, space, seed=1), TrainingShares(space), None
+        start = time.perf_counter()
+        for update in range(updates):
+            child = sampler(update, child, shares=shares)
+            shares.add(child)
+        out[name] = (time.perf_counter() - start) / updates
+    return out
 
 
 def main():
@@ -90,6 +110,9 @@ def main():
           f"MAGIC-AT / SPOS: {mean['magic-at'] / mean['spos']:.3f} (target <= 1.20; clean alignment, a quarter of "
           f"each batch); MAGIC-AT on all sentences / SPOS: {mean['magic-at-all'] / mean['spos']:.3f}; "
           f"MAGIC-AT train-eval / SPOS: {mean['magic-at-train-eval'] / mean['spos']:.3f}; memory: {mem['spos']['kind']}")
+    draws = draw_times(trainers["spos"][1].strategy.space)
+    print("sampler draw per update (ms), incl. counting: " + ", ".join(f"{n} {t * 1e3:.3f}" for n, t in draws.items())
+          + f"; the fair gradual walk's draw / SPOS step: {draws['fair-gradual'] / mean['spos']:.4f}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from conftest import ROOT
     "script,expected",
     [
         ("spos_step.py", ["step ratio supernet/roberta:", "memory: super-net - plain"]),
-        ("magic_step.py", ["MAGIC-T / SPOS:", "MAGIC-AT / SPOS:"]),
+        ("magic_step.py", ["MAGIC-T / SPOS:", "MAGIC-AT / SPOS:", "sampler draw per update (ms)"]),
         ("search_speed.py", ["ratio scoring/plain", "shared/per-child: uniform"]),
         ("tangle_step.py", ["bert: tangle/child step", "kinds: tangle/child step"]),
     ],

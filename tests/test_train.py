@@ -105,7 +105,7 @@ def test_two_gloo_ranks_train_the_same_children_and_freeze_the_rest(data_bin, tm
     assert_only_sampled_operators_moved(before, after, late)
 
 
-@pytest.mark.parametrize("config", ["spos_tiny", "spos", "magic_t", "magic_a", "magic_at", "gaea_tiny"])
+@pytest.mark.parametrize("config", ["spos_tiny", "spos", "magic_t", "magic_a", "magic_at", "fairnas", "gaea_tiny"])
 def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
     """Every shipped config runs under fairseq-hydra-train, scaled down to tiny sizes."""
     proc = hydra_train(

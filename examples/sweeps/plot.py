@@ -3,7 +3,7 @@ against rank correlation and interference (Fig. 3 at CPU scale).
 
 Super-nets are labelled by the setting's letter and value (``k2``: MAGIC-T's
 k, Fig. 3a; ``p30``: the top-p anchor's p, Fig. 3b/c; ``f0.25``: MAGIC-AT's
---align-batch-fraction); other labels (``spos``, ``best``) are references,
+--align-batch-fraction; ``l2``: MAGIC-A's lambda); other labels (``spos``, ``best``) are references,
 drawn as lines. For each: Kendall's tau of its super-nets against the ground
 truth (mean and standard deviation over seeds, from OUT/table1/rank.json) and
 the interference logged during training (``interference_cos``: the cosine of
@@ -31,7 +31,7 @@ from fairseq_magic.interference import training_samples  # noqa: E402
 
 SETTING = re.compile(r"^([a-z])([0-9.]+)$")
 AXES = {"k": "k (layers changed per update)", "p": "anchor: the child at the top p% (r = 10)",
-        "f": "fraction of each batch aligned"}
+        "f": "fraction of each batch aligned", "l": "alignment strength lambda (MAGIC-A)"}
 
 
 def interference(log_paths, start: int):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's Fig. 3 sweeps at CPU scale, one command each (figures and results: README.md here):
-#   bash examples/sweeps/run.sh gradual-k|anchor-top-p|align-batch-fraction [--ground-truth DIR] [--out DIR]
+#   bash examples/sweeps/run.sh gradual-k|anchor-top-p|align-batch-fraction|align-lambda [--ground-truth DIR] [--out DIR]
 #                               [examples/rank/run.sh options: --data, --supernet-seeds, --jobs, ...]
 # Trains the sweep's super-nets with examples/rank/run.sh --sweep NAME, the children's ground truth unless
 # --ground-truth names an existing one (the children/ folder of a Table 1 run: rank sample + rank train),
@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 NAME=${1:-}
 case "$NAME" in
-    gradual-k|anchor-top-p|align-batch-fraction) shift ;;
-    *) echo "usage: $0 gradual-k|anchor-top-p|align-batch-fraction [--ground-truth DIR] [--out DIR] [run.sh options]" >&2
+    gradual-k|anchor-top-p|align-batch-fraction|align-lambda) shift ;;
+    *) echo "usage: $0 gradual-k|anchor-top-p|align-batch-fraction|align-lambda [--ground-truth DIR] [--out DIR] [run.sh options]" >&2
        exit 2 ;;
 esac
 OUT=checkpoints/sweeps/${NAME//-/_} TRUTH="" PASS=()
