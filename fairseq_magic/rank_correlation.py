@@ -313,8 +313,9 @@ def write_report(truth: Dict[str, Dict], names: Sequence[str], labels: Sequence[
         rows.append(dict(correlation(est, gt), **top_of_ranking(est, gt), label=label, checkpoint=checkpoint,
                          estimates=list(est)))
         if training[i] is not None:
-            rows[-1].update(share_sd=training[i]["share_sd"], adjacent_share_sd=training[i]["adjacent_share_sd"],
-                            **over_training_correlation(est, gt, training[i]["over_training"]))
+            rows[-1].update(share_sd=training[i]["share_sd"], adjacent_share_sd=training[i]["adjacent_share_sd"])
+            if np.ptp(training[i]["over_training"]) > 0:  # no correlation when every child was trained alike
+                rows[-1].update(over_training_correlation(est, gt, training[i]["over_training"]))
         fig, ax = plt.subplots(figsize=(4.4, 3.8))
         ax.scatter(gt, est, s=14)
         ax.set_xlabel("stand-alone: " + ("- validation loss (bits/token)" if ground_truth == "valid_loss"

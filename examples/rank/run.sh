@@ -20,7 +20,8 @@
 #     sentences (what --align-dropout clean costs).
 #   fair: the fair samplers beside the paper's methods: SPOS, FairNAS (--sampler fair --update-freq 4, a
 #     quarter of the updates: the same forwards), MAGIC-T, the fair gradual walk, MAGIC-A, MAGIC-AT and
-#     MAGIC-AT on the fair walk.
+#     MAGIC-AT on the fair walk; ablations: FairNAS's windows without accumulation (--update-freq 1), and
+#     SPOS with FairNAS's accumulation (--update-freq 4, a quarter of the updates).
 #   align-lambda: MAGIC-A at lambda 0.5, 2 and 8, and MAGIC-AT on the fair walk at 2 and 8, beside SPOS.
 #   budget: SPOS, FairNAS, MAGIC-T and the fair walk (give --supernet-updates 8000, say).
 # Point OUT/children at an existing ground truth (a symlink) to reuse it.
@@ -90,8 +91,11 @@ case "$SWEEP" in
         # that every super-net trains the same 2000 x 16 sentences
         FAIRNAS="--sampler fair --update-freq 4 --max-update $((NET_UPDATES / 4)) --total-num-update $((NET_UPDATES / 4))"
         METHODS=("spos|--sampler uniform" "fairnas|$FAIRNAS" "magic_t|$T" "fair_gradual|$FW")
+        # and two ablations that split FairNAS's two changes to SPOS: fairness alone (one child per update, a
+        # window spans 4 updates) and accumulation alone (SPOS's one child per update, 4 micro-batches a step)
         [ "$SWEEP" = fair ] && METHODS+=("magic_a|--sampler uniform $ALIGN" "magic_at|$T $ALIGN"
-                                         "magic_at_fair|$FW $ALIGN") ;;
+                                         "magic_at_fair|$FW $ALIGN" "fair_windows|--sampler fair"
+                                         "spos_accumulated|${FAIRNAS/--sampler fair/--sampler uniform}") ;;
     align-lambda)
         FW="--sampler fair-gradual --gradual-k 1"
         METHODS=("spos|--sampler uniform")
