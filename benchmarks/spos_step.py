@@ -43,9 +43,20 @@ def argv_for(model: str, data: str, size: str, extra) -> list:
 def build_fixed(model: str, data: str, size: str, extra):
     trainer, task = build(argv_for(model, data, size, extra))
     if model == "supernet":  # the fixed MHA/FFN child, handed to the normal SPOS path
-        child = tuple(i % 2 for i in range(task.strategy.space.num_layers))
-        task.strategy.sampler = lambda update_num, previous=None, allowed=None: child
+        task.strategy.sampler = FixedChild(task.strategy.space)
     return trainer, task
+
+
+class FixedChild:
+    """A sampler (samplers.py's interface) that always gives MHA,FFN,MHA,FFN,..."""
+
+    per_micro_batch = False
+
+    def __init__(self, space):
+        self.child = tuple(i % 2 for i in range(space.num_layers))
+
+    def __call__(self, update_num, previous=None, allowed=None, micro=0, shares=None):
+        return self.child
 
 
 def main():
