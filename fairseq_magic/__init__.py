@@ -19,9 +19,11 @@ except ImportError:  # pragma: no cover
 else:
     from .checkpoint import patch_fairseq
     from .precision import patch_trainer
+    from .ranges import check_when_fairseq_starts
 
     patch_fairseq()
     patch_trainer()
+    check_when_fairseq_starts()
     from . import criterions, models, tasks  # noqa: F401,E402
 
 __version__ = "0.1.0"

@@ -72,10 +72,11 @@ SCHEDULES = ("constant", "linear-decay")
 @dataclass
 class AlignmentConfig(FairseqDataclass):
     align_lambda: float = field(
-        default=0.0, metadata={"help": "MAGIC-A: weight of the alignment term (paper: 0.5; 0 = off)"}
+        default=0.0, metadata={"range": "[0, inf)",
+                               "help": "MAGIC-A: weight of the alignment term (paper: 0.5; 0 = off)"}
     )
     align_every: int = field(
-        default=4, metadata={"help": "MAGIC-A: align the outputs of every b-th layer (paper: 4)"}
+        default=4, metadata={"range": "[1, inf)", "help": "MAGIC-A: align the outputs of every b-th layer (paper: 4)"}
     )
     align_final_layer: bool = field(
         default=False, metadata={"help": "MAGIC-A: also align the final layer's output (distillation; off in the paper)"}
@@ -87,7 +88,8 @@ class AlignmentConfig(FairseqDataclass):
     )
     align_batch_fraction: float = field(
         default=0.25,
-        metadata={"help": "MAGIC-A: align the states of this fraction of each batch's sentences (a seeded draw "
+        metadata={"range": "(0, 1]",
+                  "help": "MAGIC-A: align the states of this fraction of each batch's sentences (a seeded draw "
                   "per update): the same term in expectation, for a fraction of the work (1: all sentences)"},
     )
     align_lambda_schedule: ChoiceEnum(list(SCHEDULES)) = field(
@@ -96,16 +98,20 @@ class AlignmentConfig(FairseqDataclass):
                   "--align-decay-fraction of --max-update"},
     )
     align_decay_fraction: float = field(
-        default=0.25, metadata={"help": "MAGIC-A: linear-decay: the final fraction of training over which lambda falls to 0"}
+        default=0.25, metadata={"range": "(0, 1]",
+                                "help": "MAGIC-A: linear-decay: the final fraction of training over which lambda "
+                                        "falls to 0"}
     )
     align_warmup_epochs: int = field(
-        default=3, metadata={"help": "MAGIC-A: no alignment during the first N epochs (paper: 3)"}
+        default=3, metadata={"range": "[0, inf)", "help": "MAGIC-A: no alignment during the first N epochs (paper: 3)"}
     )
-    align_warmup_updates: int = field(default=0, metadata={"help": "MAGIC-A: no alignment before this many updates"})
+    align_warmup_updates: int = field(default=0, metadata={"range": "[0, inf)",
+                                                           "help": "MAGIC-A: no alignment before this many updates"})
     align_target: ChoiceEnum(["anchor", "average"]) = field(
         default="anchor", metadata={"help": "align to the anchor child, or to the mean H_n of random children (App. A.2)"}
     )
-    align_avg_children: int = field(default=4, metadata={"help": "children averaged by --align-target average"})
+    align_avg_children: int = field(default=4, metadata={"range": "[1, inf)",
+                                                         "help": "children averaged by --align-target average"})
     anchor_policy: ChoiceEnum(list(POLICIES)) = field(
         default="best", metadata={"help": "best: replace the anchor by a better-validating child; "
                                   "top-p: the top p%% child of N evaluated at each epoch end"}
@@ -115,22 +121,27 @@ class AlignmentConfig(FairseqDataclass):
                               "--anchor-init-children scored children"}
     )
     anchor_init_children: int = field(
-        default=100, metadata={"help": "children scored when alignment starts; the best becomes the first anchor "
+        default=100, metadata={"range": "[0, inf)",
+                               "help": "children scored when alignment starts; the best becomes the first anchor "
                                "(top-p policy: the one at the top p%%); 0: a seeded random child"}
     )
     anchor_metric: ChoiceEnum(["accuracy", "loss"]) = field(
         default="accuracy", metadata={"help": "Val(child): masked-LM accuracy (paper), or negative loss"}
     )
     anchor_eval_interval: int = field(
-        default=100, metadata={"help": "best policy: score the trained child against the anchor every N updates"}
+        default=100, metadata={"range": "[1, inf)",
+                               "help": "best policy: score the trained child against the anchor every N updates"}
     )
     anchor_replace_z: float = field(
-        default=2.0, metadata={"help": "best policy: the child replaces the anchor when its per-sentence improvement "
+        default=2.0, metadata={"range": "[0, inf)",
+                               "help": "best policy: the child replaces the anchor when its per-sentence improvement "
                                "exceeds z standard errors (paired test on the same sentences; 0: any improvement)"}
     )
-    anchor_top_p: float = field(default=10.0, metadata={"help": "top-p policy: p (percent)"})
-    anchor_top_r: float = field(default=10.0, metadata={"help": "top-p policy: keep the anchor within p +/- r percent"})
-    anchor_top_children: int = field(default=100, metadata={"help": "top-p policy: children evaluated per epoch"})
+    anchor_top_p: float = field(default=10.0, metadata={"range": "(0, 100]", "help": "top-p policy: p (percent)"})
+    anchor_top_r: float = field(default=10.0, metadata={"range": "[0, 100]",
+                                                        "help": "top-p policy: keep the anchor within p +/- r percent"})
+    anchor_top_children: int = field(default=100, metadata={"range": "[1, inf)",
+                                                            "help": "top-p policy: children evaluated per epoch"})
     max_update: int = II("optimization.max_update")
 
 
@@ -164,14 +175,6 @@ class Alignment:
                  scoring_batches: Callable[[], List[dict]], probe_batch: Callable[[], dict]):
         if cfg.align_lambda <= 0:
             raise MagicError("MAGIC-A needs --align-lambda > 0")
-        if cfg.align_every < 1:
-            raise MagicError("--align-every must be >= 1")
-        if not 0 < cfg.align_batch_fraction <= 1:
-            raise MagicError(f"--align-batch-fraction must be in (0, 1], not {cfg.align_batch_fraction:g}")
-        if min(cfg.align_avg_children, cfg.anchor_eval_interval, cfg.anchor_top_children) < 1:
-            raise MagicError("--align-avg-children, --anchor-eval-interval and --anchor-top-children must be >= 1")
-        if cfg.anchor_init_children < 0 or cfg.anchor_replace_z < 0:
-            raise MagicError("--anchor-init-children and --anchor-replace-z must be >= 0")
         self.layers = aligned_layers(space.num_layers, cfg.align_every, cfg.align_final_layer)
         if not self.layers:
             raise MagicError(
@@ -182,8 +185,6 @@ class Alignment:
         if cfg.align_lambda_schedule == "linear-decay":
             if not cfg.max_update:
                 raise MagicError("--align-lambda-schedule linear-decay needs --max-update")
-            if not 0 < cfg.align_decay_fraction <= 1:
-                raise MagicError("--align-decay-fraction must be in (0, 1]")
         self.space, self.cfg, self.search_state, self.seed = space, cfg, search_state, seed
         self.anchor = Anchor(space, search_state, seed) if cfg.align_target == "anchor" else None
         self.given = resolve_child(cfg.anchor_arch, space) if cfg.anchor_arch else None  # fails before training

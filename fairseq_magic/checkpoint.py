@@ -12,9 +12,10 @@ is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
   else is refused with one line naming what it asks for; a user who trusts the
   file opts in with ``--unsafe-load-checkpoint`` (``fairseq-magic``) or
   ``FAIRSEQ_MAGIC_UNSAFE_LOAD=1`` (any command);
-* a ``--restore-file`` that does not exist is an error before anything is
-  trained or written (fairseq would start from scratch and overwrite
-  ``checkpoint_last.pt``);
+* a ``--restore-file`` must be a readable fairseq checkpoint file: one that
+  does not exist, a folder, an empty or a foreign file is an error before
+  anything is trained or written (fairseq would start from scratch and
+  overwrite ``checkpoint_last.pt``);
 * every checkpoint file, the copies included, is written to ``<name>.tmp`` and
   renamed into place, so a kill leaves either the old or the new file; a save
   that fails (a full disk) removes its ``.tmp`` and is one error line;
@@ -25,9 +26,14 @@ is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
   {...}``, or ``KeyError: "'...'"`` naming the config's first key, a slip in
   fairseq's own message), so the user reads the note; the plugin's loader
   removes it again;
-* a resume whose ``checkpoint_last.pt`` cannot be read (a file cut short by a
-  crash outside this plugin) continues from the newest readable checkpoint in
-  the save directory, with one warning.
+* a resume never goes backwards: it continues from the readable checkpoint of
+  the save directory that records the most updates (``checkpoint_last.pt`` when
+  it is whole and the latest, as it is after any ordinary run), judged by the
+  update count inside each file, not by file times (``cp -r`` resets them),
+  with one warning when that is not ``checkpoint_last.pt``; ``.tmp`` files left
+  by a run killed while saving are removed when the next run starts;
+* a checkpoint whose dictionary is not the data's is one line naming both
+  sizes and both files (torch would print a size-mismatch traceback).
 
 It also holds what the plugin's checkpoints carry besides fairseq's: the JSON
 codec of values kept in a state dict (the search state, a child's spec), the
@@ -42,6 +48,7 @@ it keeps fairseq's full unpickling.
 
 import argparse
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -50,7 +57,7 @@ import pickle
 import re
 import shutil
 import zipfile
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from fairseq import checkpoint_utils
@@ -89,14 +96,15 @@ def _is_local(path: str) -> bool:
     return "://" not in str(path)
 
 
-def torch_load(f, map_location="cpu"):
+def torch_load(f, map_location="cpu", mmap: bool = False):
     """``torch.load`` that runs no code from the file: weights_only with the
-    allow-list, or the full unpickler when the user opted in."""
+    allow-list, or the full unpickler when the user opted in. ``mmap`` maps the
+    tensors instead of reading them (a look at the rest of a large file)."""
     if unsafe_loading_allowed():
-        return _plain_torch_load(f, map_location=map_location, weights_only=False)
+        return _plain_torch_load(f, map_location=map_location, weights_only=False, mmap=mmap)
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return _plain_torch_load(f, map_location=map_location, weights_only=True)
+            return _plain_torch_load(f, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = _GLOBAL.search(str(err))
         if found is None:
@@ -134,19 +142,35 @@ def _unpickle_fully(*args, **kwargs):
     return _plain_torch_load(*args, **dict(kwargs, weights_only=False))
 
 
+_NOT_FAIRSEQ = (TypeError, KeyError, AttributeError, IndexError)  # what fairseq's upgrade of a foreign dict raises
+
+
+def _check_file(path: str) -> None:
+    """A checkpoint path names a non-empty file (one line otherwise)."""
+    if not _is_local(path):
+        return
+    if not os.path.exists(path):
+        raise MagicError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise MagicError(f"{path} is a folder, not a checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise MagicError(f"cannot read checkpoint {path}: the file is empty")
+
+
 def _checked_loader(load_checkpoint_to_cpu):
     """``load_checkpoint_to_cpu`` that unpickles safely and turns a missing,
-    unreadable or refused file into one error line."""
+    unreadable, refused or foreign file into one error line."""
 
     @functools.wraps(load_checkpoint_to_cpu)
     def wrapper(path, arg_overrides=None, load_on_all_ranks=False):
-        if _is_local(path) and not os.path.exists(path):
-            raise MagicError(f"checkpoint not found: {path}")
+        _check_file(path)
         try:
             with _torch_load_replaced(_safe_from_fairseq):
                 state = load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
         except _UNREADABLE as err:
             raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
+        except _NOT_FAIRSEQ as err:
+            raise MagicError(f"{path} is not a fairseq checkpoint ({type(err).__name__}: {_reason(err)})") from None
         if not isinstance(state, dict) or "model" not in state:
             raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
         remove_plugin_note(state)
@@ -170,43 +194,163 @@ def readable(path: str) -> bool:
         return False
 
 
-def newest_readable(save_dir: str, exclude: str) -> Optional[str]:
-    """The most recently written readable ``checkpoint*.pt`` in ``save_dir`` other than ``exclude``."""
-    names = [n for n in os.listdir(save_dir) if n.startswith("checkpoint") and n.endswith(".pt")]
-    paths = [os.path.join(save_dir, n) for n in names if os.path.join(save_dir, n) != exclude]
-    for path in sorted(paths, key=os.path.getmtime, reverse=True):
+def recorded_update(path: str) -> Optional[int]:
+    """The update count a fairseq checkpoint records (its optimizer history),
+    read without its tensors; None when the file is not such a checkpoint. A file
+    that would run code is refused (UnsafeCheckpointError), never stepped over."""
+    try:
+        state = torch_load(path, mmap=zipfile.is_zipfile(path))
+        return int(state["optimizer_history"][-1]["num_updates"]) if "model" in state else None
+    except (_UNREADABLE + _NOT_FAIRSEQ):
+        return None
+
+
+def latest_readable(save_dir: str) -> Optional[Tuple[str, int]]:
+    """(path, update) of the whole ``checkpoint*.pt`` in ``save_dir`` that records
+    the most updates; ``checkpoint_last.pt`` wins a tie. None if there is none."""
+    last = os.path.join(save_dir, "checkpoint_last.pt")
+    recorded = []
+    for name in os.listdir(save_dir):
+        path = os.path.join(save_dir, name)
+        if name.startswith("checkpoint") and name.endswith(".pt") and os.path.isfile(path):
+            update = recorded_update(path)
+            if update is not None:
+                recorded.append((update, path == last, path))
+    for update, _, path in sorted(recorded, reverse=True):
         if readable(path):
-            return path
+            return path, update
     return None
+
+
+def remove_stale_temporaries(save_dir: str) -> None:
+    """Remove the ``*.pt.tmp`` files a run killed while saving left behind."""
+    for name in os.listdir(save_dir):
+        if name.endswith(".pt.tmp"):
+            _remove(os.path.join(save_dir, name))
+            logger.warning(f"removed {os.path.join(save_dir, name)}, left by a run stopped while saving")
+
+
+def check_restore_file(path: str) -> None:
+    """``--restore-file`` names a fairseq checkpoint file (one line otherwise, before anything is written)."""
+    if _is_local(path) and not os.path.exists(path):
+        raise MagicError(f"--restore-file not found: {path} (nothing was trained or written)")
+    try:
+        _check_file(path)
+    except MagicError as err:
+        raise MagicError(f"--restore-file: {err} (nothing was trained or written)") from None
+    if _is_local(path) and recorded_update(path) is None:
+        try:
+            torch_load(path, mmap=zipfile.is_zipfile(path))
+        except _UNREADABLE as err:
+            raise MagicError(f"cannot read checkpoint {path}: {_reason(err)} (nothing was trained or written)") from None
+        raise MagicError(f"--restore-file {path} is not a fairseq checkpoint (nothing was trained or written)")
+
+
+def _resume_point(save_dir: str, last: str) -> Optional[str]:
+    """Where a run that restores ``checkpoint_last.pt`` should continue from: None to
+    let fairseq go on as usual (a fresh start, or ``last`` itself)."""
+    if not os.path.isdir(save_dir):
+        return None
+    remove_stale_temporaries(save_dir)
+    if not any(n.startswith("checkpoint") and n.endswith(".pt") for n in os.listdir(save_dir)):
+        return None
+    found = latest_readable(save_dir)
+    if found is None:
+        if os.path.exists(last):
+            raise MagicError(f"cannot read {last} and no other checkpoint in {save_dir} is readable")
+        return None
+    path, update = found
+    if path == last:
+        return None
+    behind = recorded_update(last) if os.path.exists(last) else None
+    why = "is missing" if not os.path.exists(last) else "is unreadable (cut short?)" \
+        if behind is None or not readable(last) else f"records update {behind}"
+    logger.warning(f"{last} {why}; resuming from {path} (update {update}), "
+                   "the readable checkpoint with the most updates")
+    return path
 
 
 def _checked_restore(load_checkpoint):
     """fairseq's ``load_checkpoint`` (the start of every training run) that
-    refuses a missing ``--restore-file`` and steps over an unreadable
-    ``checkpoint_last.pt``."""
+    refuses a ``--restore-file`` that is not a checkpoint and never resumes
+    behind a readable later checkpoint."""
 
     @functools.wraps(load_checkpoint)
     def wrapper(cfg, trainer, **passthrough_args):
         suffix = trainer.checkpoint_suffix
         if cfg.restore_file != "checkpoint_last.pt":
             path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
-            if _is_local(path) and not os.path.exists(path):
-                raise MagicError(f"--restore-file not found: {path} (nothing was trained or written)")
-            return load_checkpoint(cfg, trainer, **passthrough_args)
+            check_restore_file(path)
+            return _naming_mismatch(load_checkpoint, path, cfg, trainer, **passthrough_args)
         last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
-        if suffix or not _is_local(last) or not os.path.exists(last) or readable(last):
-            return load_checkpoint(cfg, trainer, **passthrough_args)
-        fallback = newest_readable(cfg.save_dir, exclude=last)
-        if fallback is None:
-            raise MagicError(f"cannot read {last} and no other checkpoint in {cfg.save_dir} is readable")
-        logger.warning(f"{last} is unreadable (cut short?); resuming from {fallback}, the newest readable checkpoint")
+        resume = None if suffix or not _is_local(last) else _resume_point(cfg.save_dir, last)
+        if resume is None:
+            return _naming_mismatch(load_checkpoint, last, cfg, trainer, **passthrough_args)
         with open_dict(cfg):
-            cfg.restore_file = fallback
+            cfg.restore_file = resume
         try:
-            return load_checkpoint(cfg, trainer, **passthrough_args)
+            return _naming_mismatch(load_checkpoint, resume, cfg, trainer, **passthrough_args)
         finally:
             with open_dict(cfg):
                 cfg.restore_file = "checkpoint_last.pt"
+
+    wrapper._fairseq_magic = True
+    return wrapper
+
+
+def _naming_mismatch(load_checkpoint, path, cfg, trainer, **passthrough_args):
+    """fairseq's Trainer turns every error of loading the weights into "Cannot load model
+    parameters ..."; a dictionary mismatch found by the model's check, or an entry the run
+    needs and the checkpoint lacks, comes out as one line."""
+    try:
+        return load_checkpoint(cfg, trainer, **passthrough_args)
+    except Exception as err:
+        cause = err.__context__
+        if isinstance(cause, DictionaryMismatch):
+            raise cause.of(path) from None
+        if isinstance(cause, KeyError) and cause.args == ("criterion",):
+            raise MagicError(f"{path} holds no criterion weights, which --criterion {trainer.cfg.criterion._name} "
+                             "restores (an ELECTRA generator and token head): resume from a checkpoint of the same "
+                             "criterion, or start without --restore-file") from None
+        raise
+
+
+class DictionaryMismatch(MagicError):
+    """A checkpoint trained over another dictionary than the data's."""
+
+    def __init__(self, rows: int, symbols: int, dictionary_file: Optional[str], checkpoint: str = "the checkpoint"):
+        self.rows, self.symbols, self.dictionary_file = rows, symbols, dictionary_file or "dict.txt"
+        super().__init__(f"{checkpoint} has a dictionary of {rows} symbols, the data's {self.dictionary_file} has "
+                         f"{symbols}: use the data the model was trained on, or binarise yours with its dict.txt "
+                         "(fairseq-preprocess --srcdict)")
+
+    def of(self, checkpoint: str) -> "DictionaryMismatch":
+        """The same mismatch, naming the checkpoint."""
+        return DictionaryMismatch(self.rows, self.symbols, self.dictionary_file, checkpoint)
+
+
+EMBED_TOKENS_KEYS = ("encoder.sentence_encoder.embed_tokens.weight",  # the token embedding, plain or factorised
+                     "encoder.sentence_encoder.embed_tokens.table.weight")
+
+
+def check_dictionary(state_dict, prefix: str, symbols: int, dictionary_file: Optional[str]) -> None:
+    """Before a model over ``symbols`` tokens loads ``state_dict``: its token embedding
+    has as many rows (one line naming both sizes, instead of torch's size-mismatch traceback)."""
+    rows = next((state_dict[prefix + key].shape[0] for key in EMBED_TOKENS_KEYS if prefix + key in state_dict), None)
+    if rows is not None and rows != symbols:
+        raise DictionaryMismatch(rows, symbols, dictionary_file)
+
+
+def _naming_the_checkpoint(load_model_ensemble_and_task):
+    """fairseq's model loader (search, interference, rank, fairseq-validate, the hub), whose
+    dictionary mismatch names the checkpoint too."""
+
+    @functools.wraps(load_model_ensemble_and_task)
+    def wrapper(filenames, *args, **kwargs):
+        try:
+            return load_model_ensemble_and_task(filenames, *args, **kwargs)
+        except DictionaryMismatch as err:
+            raise err.of(", ".join(map(str, filenames))) from None
 
     wrapper._fairseq_magic = True
     return wrapper
@@ -217,8 +361,17 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
 def _save_failed(filename: str, err: BaseException) -> MagicError:
-    reason = getattr(err, "strerror", None) or _reason(err)
+    """One line for a failed save; torch's archive writer reports a full disk as "unexpected pos"."""
+    if isinstance(err, OSError) and err.errno in _NO_ROOM:
+        reason = f"the disk is full or a file-size limit was hit ({err.strerror})"
+    elif isinstance(err, RuntimeError) and any(s in str(err) for s in ("unexpected pos", "PytorchStreamWriter")):
+        reason = f"the disk is full or a file-size limit was hit (torch: {_reason(err).split('] ')[-1].strip(' .')})"
+    else:
+        reason = getattr(err, "strerror", None) or _reason(err)
     return MagicError(f"cannot save checkpoint {filename}: {reason}")
 
 
@@ -310,6 +463,7 @@ def patch_fairseq() -> None:
         return
     checkpoint_utils.load_checkpoint_to_cpu = _checked_loader(checkpoint_utils.load_checkpoint_to_cpu)
     checkpoint_utils.load_checkpoint = _checked_restore(checkpoint_utils.load_checkpoint)
+    checkpoint_utils.load_model_ensemble_and_task = _naming_the_checkpoint(checkpoint_utils.load_model_ensemble_and_task)
     checkpoint_utils.torch_persistent_save = atomic_save
     checkpoint_utils.PathManager = _AtomicCopyPathManager
     distributed_utils._broadcast_object_slow = _full_unpickling(distributed_utils._broadcast_object_slow)

@@ -19,6 +19,7 @@ import os
 import sys
 
 from .errors import MagicError
+from .ranges import ranged
 
 logger = logging.getLogger("fairseq_magic.cli")
 
@@ -33,10 +34,36 @@ def progress_bar(args, desc: str, unit: str, total=None):
         yield bar
 
 
+def output_folder(path: str, option: str = "--out") -> str:
+    """``path`` for a command that writes a folder there: one line if it is a file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise MagicError(f"{option} {path} is a file; this command writes a folder there")
+    return path
+
+
+def output_file(path: str, option: str = "--out") -> str:
+    """``path`` for a command that writes a file there (its folder is made): one line if it is a folder."""
+    if os.path.isdir(path):
+        raise MagicError(f"{option} {path} is a folder; this command writes a file there")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def layer_list(text: str, option: str = "--layers") -> list:
+    """Comma-separated layer numbers (0-based)."""
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        layers = []
+    if not layers or min(layers) < 0:
+        raise MagicError(f"{option} must list layer numbers (0-based), comma-separated, e.g. 0,3; got '{text}'")
+    return layers
+
+
 def cmd_corpus(args) -> None:
     from . import corpus
 
-    counts = corpus.build(args.out, corpus=args.corpus, max_mb=args.max_mb, seed=args.seed)
+    counts = corpus.build(output_folder(args.out), corpus=args.corpus, max_mb=args.max_mb, seed=args.seed)
     print(f"corpus: {counts['train']} train / {counts['valid']} valid / {counts['test']} test lines in {args.out}")
 
 
@@ -47,7 +74,7 @@ def cmd_spm(args) -> None:
     train = os.path.join(args.data, "train.txt")
     if not os.path.isfile(train):
         raise MagicError(f"no train.txt in {args.data} (run 'fairseq-magic corpus' first)")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(output_folder(args.out), exist_ok=True)
     prefix = os.path.join(args.out, "spm")
     sp = train_sentencepiece(train, prefix, args.vocab_size, args.max_sentences)
     for split in ("train", "valid", "test"):
@@ -60,7 +87,7 @@ def cmd_spm(args) -> None:
 def cmd_topics(args) -> None:
     from .corpus import topic_dataset
 
-    counts = topic_dataset(args.out, per_label=args.per_label, seed=args.seed)
+    counts = topic_dataset(output_folder(args.out), per_label=args.per_label, seed=args.seed)
     print(f"topic data set (numeric vs stdlib docstrings): {counts['train']} train / {counts['dev']} dev in {args.out}")
 
 
@@ -99,7 +126,7 @@ def cmd_glue_prep(args) -> None:
         bar.update()
 
     with progress_bar(args, "GLUE tasks", "task") as bar:
-        prepare(args.glue_dir, args.out, spm_model, dictionary, tasks, on_task=on_task)
+        prepare(args.glue_dir, output_folder(args.out), spm_model, dictionary, tasks, on_task=on_task)
 
 
 def cmd_space(args) -> None:
@@ -132,9 +159,7 @@ def cmd_export(args) -> None:
     from . import models  # noqa: F401  (registers the architectures)
     from .export import export_child
 
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model, args.format)
+    result = export_child(args.checkpoint, args.arch, output_file(args.out), args.sentencepiece_model, args.format)
     logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
     print(result["out"])
 
@@ -145,14 +170,13 @@ def cmd_derive(args) -> None:
     from .relaxation import entropy_of, theta_from_state
     from .space import save_child
 
+    output_file(args.out)
     state, _, space = load_supernet_checkpoint(args.checkpoint)
     arch = arch_weights_state(state["model"])
     if not arch:
         raise MagicError(f"{args.checkpoint} has no architecture weights (train with --relaxation mixture or gdas)")
     theta = theta_from_state(arch)
     child = tuple(int(c) for c in theta.argmax(dim=-1))
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
     save_child(args.out, space, child, theta=[[round(float(t), 6) for t in row] for row in theta],
                entropy=entropy_of(theta), checkpoint=os.path.abspath(args.checkpoint),
                updates=state["optimizer_history"][-1].get("num_updates"))
@@ -178,6 +202,7 @@ def cmd_search(args) -> None:
     from .search import Constraints, Limits, evolution, random_search, write_results
     from .scoring import score_children
 
+    output_folder(args.out)
     model, task, space, batches = load_supernet_for_scoring(args, args.checkpoint)
     limits = Limits(args.min_params, args.max_params, args.min_flops, args.max_flops, args.seq_len)
     constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions)
@@ -222,7 +247,8 @@ def cmd_interference(args) -> None:
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     labels = supernet_labels(args.labels, checkpoints)
-    layers = [int(x) for x in args.layers.split(",")]
+    layers = layer_list(args.layers)
+    output_folder(args.out)
     results = {}
     total = len(checkpoints) * len(layers) * args.repeats * args.max_m
     with progress_bar(args, "similarity matrices", "matrix", total=total) as bar:
@@ -241,10 +267,12 @@ def cmd_rank_sample(args) -> None:
     from . import rank_correlation
     from .checkpoint import load_supernet_checkpoint
 
+    output_folder(args.out)
     _, _, space = load_supernet_checkpoint(args.checkpoint)
     if args.list:
-        with open(args.list) as f:
-            children = [space.parse(line.strip()) for line in f if line.strip()]
+        from .corpus import read_text_lines
+
+        children = [space.parse(line.strip()) for line in read_text_lines(args.list, "--list file") if line.strip()]
         names = rank_correlation.write_children(space, children, args.out)
     else:
         names = rank_correlation.sample_children(space, args.seed, args.children, args.out)
@@ -276,6 +304,7 @@ def cmd_rank_correlate(args) -> None:
     from . import rank_correlation
     from .scoring import score_children
 
+    output_folder(args.out)
     space, children = rank_correlation.read_children(args.dir)
     truth = rank_correlation.read_truth(args.dir)
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
@@ -324,28 +353,38 @@ def add_scoring_options(p, sentences: int = 512, batch_size: int = 32) -> None:
     """Where children are scored: the options of load_supernet_for_scoring."""
     p.add_argument("--data", default="", help="data-bin directory (default: the one the super-net was trained on)")
     p.add_argument("--subset", default="valid", help="data split to score on")
-    p.add_argument("--sentences", type=int, default=sentences, help="validation sentences (blocks) used")
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--sentences", type=ranged(int, "[1, inf)"), default=sentences,
+                   help="validation sentences (blocks) used")
+    p.add_argument("--batch-size", type=ranged(int, "[1, inf)"), default=batch_size)
     p.add_argument("--cpu", action="store_true", help="score on the CPU even when a GPU is there")
     p.add_argument("--fp16", action="store_true", help="score in half precision (GPU)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line like every other error of the command."""
+
+    def error(self, message):
+        sys.stderr.write(f"fairseq-magic: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fairseq-magic", description=__doc__.split("\n")[0])
+    parser = Parser(prog="fairseq-magic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("corpus", help="build the default corpus (or split your own) into train/valid/test.txt")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--corpus", default="", help="your own plain-text corpus, one paragraph per line")
-    p.add_argument("--max-mb", type=float, default=4.0, help="size of the default corpus in MB")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-mb", type=ranged(float, "(0, inf)"), default=4.0, help="size of the default corpus in MB")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("spm", help="train sentencepiece on train.txt and encode all splits")
     p.add_argument("--data", required=True, help="directory with train/valid/test.txt")
     p.add_argument("--out", required=True, help="output directory for spm.model and *.spm")
-    p.add_argument("--vocab-size", type=int, default=8000)
-    p.add_argument("--max-sentences", type=int, default=200000, help="sentences sampled to train the model")
+    p.add_argument("--vocab-size", type=ranged(int, "[1, inf)"), default=8000)
+    p.add_argument("--max-sentences", type=ranged(int, "[1, inf)"), default=200000,
+                   help="sentences sampled to train the model")
     p.set_defaults(func=cmd_spm)
 
     p = sub.add_parser(
@@ -359,21 +398,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     add_scoring_options(p)
     p.add_argument("--algorithm", choices=["evolution", "random"], default="evolution")
-    p.add_argument("--population", type=int, default=50)
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--parents", type=int, default=10, help="best children kept as parents each generation")
-    p.add_argument("--mutation-prob", type=float, default=0.1, help="probability to re-draw each layer")
-    p.add_argument("--children", type=int, default=500, help="random search: children to score")
+    p.add_argument("--population", type=ranged(int, "[1, inf)"), default=50)
+    p.add_argument("--generations", type=ranged(int, "[1, inf)"), default=20)
+    p.add_argument("--parents", type=ranged(int, "[1, inf)"), default=10,
+                   help="best children kept as parents each generation")
+    p.add_argument("--mutation-prob", type=ranged(float, "[0, 1]"), default=0.1,
+                   help="probability to re-draw each layer")
+    p.add_argument("--children", type=ranged(int, "[1, inf)"), default=500, help="random search: children to score")
     p.add_argument("--metric", choices=["loss", "accuracy"], default="loss",
                    help="rank by masked-LM loss (lower is better) or accuracy")
-    p.add_argument("--max-params", type=float, default=float("inf"), help="parameters of the whole model, embeddings included")
-    p.add_argument("--min-params", type=float, default=0)
-    p.add_argument("--max-flops", type=float, default=float("inf"),
+    p.add_argument("--max-params", type=ranged(float, "[0, inf]"), default=float("inf"),
+                   help="parameters of the whole model, embeddings included")
+    p.add_argument("--min-params", type=ranged(float, "[0, inf)"), default=0)
+    p.add_argument("--max-flops", type=ranged(float, "[0, inf]"), default=float("inf"),
                    help="forward FLOPs per --seq-len tokens: the layers and the masked-LM head (as the paper counts)")
-    p.add_argument("--min-flops", type=float, default=0)
-    p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs")
-    p.add_argument("--top", type=int, default=10, help="children listed in the output")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--min-flops", type=ranged(float, "[0, inf)"), default=0)
+    p.add_argument("--seq-len", type=ranged(int, "[1, inf)"), default=128, help="sequence length for FLOPs")
+    p.add_argument("--top", type=ranged(int, "[1, inf)"), default=10, help="children listed in the output")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
     add_progress_option(p)
     p.set_defaults(func=cmd_search)
 
@@ -382,9 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = rank_sub.add_parser("sample", help="M uniform children (or a list) as architecture files")
     add_checkpoint_option(q, "a super-net of the space to sample from")
     q.add_argument("--out", required=True)
-    q.add_argument("--children", type=int, default=60, help="M (paper: 60)")
+    q.add_argument("--children", type=ranged(int, "[1, inf)"), default=60, help="M (paper: 60)")
     q.add_argument("--list", default="", help="a file of architecture strings, one per line, instead of sampling")
-    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
     q.set_defaults(func=cmd_rank_sample)
     q = rank_sub.add_parser("train", help="train each child from scratch with fairseq-train, child by child (resumable)")
     q.add_argument("--dir", required=True, help="directory written by 'rank sample'")
@@ -399,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", default="1",
                    help="train every child once per seed (comma-separated); the ground truth is the mean, and "
                         "the seeds' agreement is printed as the ceiling of any rank correlation")
-    q.add_argument("--jobs", type=int, default=1,
+    q.add_argument("--jobs", type=ranged(int, "[1, inf)"), default=1,
                    help="trainings run at once (on a CPU, with OMP_NUM_THREADS=1 each)")
     add_progress_option(q)
     q.set_defaults(func=cmd_rank_train)
@@ -429,9 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default="", help="names of the super-nets, comma-separated")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--layers", default="0", help="layers j of o_g (0-based), comma-separated")
-    p.add_argument("--max-m", type=int, default=1, help="children differ in layers j+1..j+m, m = 1..max")
-    p.add_argument("--repeats", type=int, default=10, help="random o_g and paths averaged (paper: 10)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-m", type=ranged(int, "[1, inf)"), default=1,
+                   help="children differ in layers j+1..j+m, m = 1..max")
+    p.add_argument("--repeats", type=ranged(int, "[1, inf)"), default=10,
+                   help="random o_g and paths averaged (paper: 10)")
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
     add_progress_option(p)
     add_scoring_options(p, sentences=64, batch_size=64)
     p.set_defaults(func=cmd_interference)
@@ -462,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topics", help="build a labelled sentence data set (GLUE layout) from installed packages")
     p.add_argument("--out", required=True, help="output directory for train/dev .input0 and .label")
-    p.add_argument("--per-label", type=int, default=1500)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--per-label", type=ranged(int, "[1, inf)"), default=1500)
+    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("encode", help="encode text files with a sentencepiece model (writes FILE.spm)")
@@ -489,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")
     p.add_argument("--arch", default="magic_supernet")
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--seq-len", type=ranged(int, "[1, inf)"), default=128)
     p.set_defaults(func=cmd_space)
     return parser
 

@@ -136,19 +136,34 @@ def topic_dataset(out_dir: str, per_label: int = 1500, dev_fraction: float = 0.2
     return {"train": len(rows) - n_dev, "dev": n_dev, "per_label": n}
 
 
-def read_lines(path: str) -> List[str]:
+def read_text_lines(path: str, what: str = "file", lone_cr_ends_line: bool = True) -> List[str]:
+    """The lines of a UTF-8 text file, each without its LF or CRLF (and a lone CR ends a
+    line too, as in Python's text files, unless ``lone_cr_ends_line`` is False); one
+    error line naming the first byte that is not UTF-8 otherwise."""
     if not os.path.isfile(path):
-        raise MagicError(f"corpus file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return [_WS.sub(" ", line).strip() for line in f if line.strip()]
+        raise MagicError(f"{what} not found: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise MagicError(f"{path} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line}; "
+                         "convert it first (iconv -t UTF-8)") from None
+    text = text.replace("\r\n", "\n")
+    lines = (text.replace("\r", "\n") if lone_cr_ends_line else text).split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def read_lines(path: str) -> List[str]:
+    """A corpus: its non-empty lines, whitespace runs made one space."""
+    return [_WS.sub(" ", line).strip() for line in read_text_lines(path, "corpus file") if line.strip()]
 
 
 def write_splits(paragraphs: Iterable[str], out_dir: str, seed: int = 1, held_out: float = 0.02) -> dict:
     """Shuffle and write train/valid/test.txt; returns the line count of each."""
     lines = list(paragraphs)
     if len(lines) < 10:
-        from .errors import MagicError
-
         raise MagicError(f"corpus too small: {len(lines)} lines (need at least 10)")
     random.Random(seed).shuffle(lines)
     n_held = max(1, int(len(lines) * held_out))
@@ -206,6 +221,7 @@ def train_sentencepiece(train: str, prefix: str, vocab_size: int, max_sentences:
 
 def encode_file(sp, src: str, dst: str) -> None:
     """Each line of ``src`` as space-separated pieces, one line of ``dst`` each (what fairseq-preprocess reads)."""
-    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
-        for line in fin:
+    lines = read_text_lines(src)
+    with open(dst, "w", encoding="utf-8") as fout:
+        for line in lines:
             fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")

@@ -12,8 +12,22 @@ import re
 import sys
 
 
+MAX_MESSAGE = 2000  # characters: a message quoting a huge input line stays readable
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks and other control characters
+    escaped (a message may quote the user's input), cut at MAX_MESSAGE characters."""
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
+
+
 class MagicError(Exception):
-    """Bad input: unknown operator, malformed architecture, foreign checkpoint..."""
+    """Bad input: unknown operator, malformed architecture, foreign checkpoint... Its
+    message is one line whatever input it quotes."""
+
+    def __init__(self, message="", *args):
+        super().__init__(one_line(message), *args)
 
 
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")

@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .corpus import read_text_lines
 from .errors import MagicError
 
 logger = logging.getLogger("fairseq_magic.glue")
@@ -91,12 +92,9 @@ def read_rows(path: str, layout: TaskLayout, columns: Sequence[int], label: Opti
     inputs: List[List[str]] = [[] for _ in columns]
     labels: List[str] = []
     dropped = 0
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = f.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_text_lines(path, "GLUE file", lone_cr_ends_line=False)
     for line in lines[1 if header else 0:]:
-        fields = line.rstrip("\r").split("\t")
+        fields = line.split("\t")
         wrong_count = label is not None and layout.num_fields and len(fields) != layout.num_fields
         if wrong_count or len(fields) < needed:
             dropped += 1

@@ -195,7 +195,7 @@ class HeldOutBatches:
         if subset not in task.datasets:
             try:
                 task.load_dataset(subset, combine=False, epoch=1)
-            except FileNotFoundError as err:
+            except (FileNotFoundError, MagicError) as err:
                 raise MagicError(f"--arch-subset {subset}: {err}") from None
         self.dataset = task.dataset(subset)
         if len(self.dataset) == 0:

@@ -33,6 +33,7 @@ search are honest.
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -347,8 +348,10 @@ class SearchSpace:
             return value
 
         groups = d.get("groups") or [d.get("candidates")]
-        if not all(isinstance(g, list) and g and all(isinstance(op, str) for op in g) for g in groups):
-            raise SpaceError("malformed search space description: 'candidates' must be a list of operator names")
+        if not isinstance(groups, list) or not all(
+                isinstance(g, list) and g and all(isinstance(op, str) for op in g) for g in groups):
+            raise SpaceError("malformed search space description: 'candidates' must be a list of operator names "
+                             "('groups': a list of such lists)")
         return cls.build(
             num_layers=integer("num_layers"),
             candidate_ops="|".join(",".join(group) for group in groups),
@@ -377,15 +380,27 @@ def save_child(path: str, space: SearchSpace, child: Sequence[int], **extra) -> 
         f.write("\n")
 
 
+def names_a_file(arch: str) -> bool:
+    """Whether an architecture given on the command line names a file (or a folder) rather than
+    being a string of operators: it ends in .json or is an existing path."""
+    arch = arch.strip()
+    return arch.endswith(".json") or os.path.exists(arch)
+
+
 def load_child(path: str, space: Optional[SearchSpace] = None) -> Tuple[SearchSpace, Child]:
     """Read an architecture file; check it against ``space`` when one is given."""
+    if os.path.isdir(path):
+        raise SpaceError(f"{path} is a folder, not an architecture file (a .json file or a string like MHA4,FFN)")
     try:
-        with open(path) as f:
-            record = json.load(f)
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
     except FileNotFoundError:
         raise SpaceError(f"architecture file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise SpaceError(f"architecture file {path} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise SpaceError(f"cannot read architecture file {path}: {err.strerror}") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SpaceError(f"architecture file {path} is not valid JSON: {reason}") from None
     if not isinstance(record, dict) or "arch" not in record or "space" not in record:
         raise SpaceError(f"architecture file {path} needs 'arch' and 'space' entries")
     if not isinstance(record["arch"], str):

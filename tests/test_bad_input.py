@@ -32,6 +32,17 @@ def case(name):
     return register
 
 
+def run_all(commands: dict) -> dict:
+    """Run the commands side by side; their CompletedProcess by name."""
+    procs = {k: subprocess.Popen(c, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, c in commands.items()}
+    done = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
 def readme_rows():
     text = (ROOT / "README.md").read_text()
     section = re.split(r"\n#{1,3} ", text[text.index("### Bad input"):])[0]
@@ -158,13 +169,28 @@ def missing_checkpoint(request):
 
 @case("not-a-checkpoint")
 def not_a_checkpoint(request):
+    """Garbage, a pickled number and a dict without fairseq's entries, to a command or as --restore-file."""
     tmp_path, data_bin = request.getfixturevalue("tmp_path"), request.getfixturevalue("data_bin")
     good = request.getfixturevalue("trained")
     (tmp_path / "garbage.pt").write_bytes(b"\x00this is not a checkpoint")
-    proc = magic("export", "--checkpoint", str(tmp_path / "garbage.pt"), "--arch", ARCH, "--out", str(tmp_path / "x.pt"),
-                 check=False)
-    assert_one_error_line(proc, "cannot read checkpoint")
-    assert not (tmp_path / "x.pt").exists()
+    torch.save(5, tmp_path / "five.pt")
+    torch.save({"model": {}}, tmp_path / "bare.pt")
+    py = sys.executable
+    cli = [py, "-m", "fairseq_magic.cli"]
+    procs = run_all({
+        "export garbage": [*cli, "export", "--checkpoint", str(tmp_path / "garbage.pt"), "--arch", ARCH,
+                           "--out", str(tmp_path / "x.pt")],
+        "search five": [*cli, "search", "--checkpoint", str(tmp_path / "five.pt"), "--out", str(tmp_path / "s")],
+        "validate five": [py, "-m", "fairseq_cli.validate", data_bin, "--path", str(tmp_path / "five.pt"),
+                          "--task", "masked_lm", "--user-dir", PLUGIN, "--cpu", "--batch-size", "8"],
+        "export bare": [*cli, "export", "--checkpoint", str(tmp_path / "bare.pt"), "--arch", ARCH,
+                        "--out", str(tmp_path / "x.pt")],
+    })
+    assert_one_error_line(procs["export garbage"], "cannot read checkpoint")
+    assert_one_error_line(procs["search five"], "five.pt is not a fairseq checkpoint (TypeError")
+    assert_one_error_line(procs["validate five"], "five.pt is not a fairseq checkpoint (TypeError")
+    assert_one_error_line(procs["export bare"], "bare.pt is not a fairseq checkpoint (KeyError")
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "s").exists()
     proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "4", "--restore-file", str(tmp_path / "garbage.pt"),
                          check=False)
     assert_one_error_line(proc, "cannot read checkpoint")
@@ -207,19 +233,46 @@ def missing_restore_file(request):
     assert (tmp_path / "checkpoint_last.pt").read_bytes() == good
 
 
+@case("restore-file-not-a-checkpoint")
+def restore_file_not_a_checkpoint(request):
+    """A folder, an empty file or a foreign file as --restore-file: nothing trained, nothing overwritten."""
+    tmp_path, data_bin, good = (request.getfixturevalue(f) for f in ("tmp_path", "data_bin", "trained"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"weights": [1, 2]}, tmp_path / "foreign.pt")
+    train = [sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir", str(tmp_path),
+             "--max-update", "4", "--restore-file"]
+    procs = run_all({name: [*train, str(tmp_path / name)] for name in ("folder", "empty.pt", "foreign.pt")})
+    assert_one_error_line(procs["folder"], f"--restore-file: {tmp_path / 'folder'} is a folder, not a checkpoint file")
+    assert_one_error_line(procs["empty.pt"], "the file is empty (nothing was trained or written)")
+    assert_one_error_line(procs["foreign.pt"], f"--restore-file {tmp_path / 'foreign.pt'} is not a fairseq checkpoint")
+    assert (tmp_path / "checkpoint_last.pt").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_last.pt", "empty.pt", "foreign.pt"]
+
+
 @case("cut-short-last-checkpoint")
 def cut_short_last_checkpoint(request):
-    """checkpoint_last.pt cut short by a crash: the resume continues from the newest readable checkpoint."""
+    """checkpoint_last.pt cut short, the folder copied with cp -r (file times reset), an older
+    checkpoint_best.pt touched last and a .tmp left by a kill: the resume continues from the
+    checkpoint that records the most updates, and the .tmp is removed."""
     tmp_path, data_bin = request.getfixturevalue("tmp_path"), request.getfixturevalue("data_bin")
-    fairseq_train(data_bin, str(tmp_path), "--max-update", "4", "--save-interval-updates", "2",
-                  "--keep-interval-updates", "1", "--no-epoch-checkpoints")
-    last = tmp_path / "checkpoint_last.pt"
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    fairseq_train(data_bin, str(first), "--max-update", "6", "--save-interval-updates", "2",
+                  "--keep-interval-updates", "3", "--no-epoch-checkpoints")
+    last = first / "checkpoint_last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "6")
-    warnings = [line for line in proc.stdout.splitlines() if "is unreadable" in line]
-    assert len(warnings) == 1, proc.stdout[-3000:]
-    assert re.search(r"resuming from .*checkpoint(_1_4|_best)\.pt", warnings[0])  # both written at update 4
-    assert [r["num_updates"] for r in train_log(proc)] == ["5", "6"]
+    shutil.copyfile(first / "checkpoint_1_2.pt", first / "checkpoint_best.pt")  # the best, from update 2
+    subprocess.run(["cp", "-r", str(first), str(copy)], check=True)
+    time.sleep(0.01)
+    (copy / "checkpoint_best.pt").touch()  # the newest file, the oldest update
+    (copy / "checkpoint_1_8.pt.tmp").write_bytes(b"left by a kill")
+    proc = fairseq_train(data_bin, str(copy), "--max-update", "8", "--save-interval-updates", "2",
+                         "--keep-interval-updates", "3", "--no-epoch-checkpoints")
+    warnings = [line for line in proc.stdout.splitlines() if "resuming from" in line]
+    assert len(warnings) == 1 and "checkpoint_last.pt is unreadable" in warnings[0], proc.stdout[-3000:]
+    assert f"resuming from {copy / 'checkpoint_1_6.pt'} (update 6)" in warnings[0]
+    assert [r["num_updates"] for r in train_log(proc)] == ["7", "8"]
+    assert not list(copy.glob("*.tmp")) and "removed" in proc.stdout
 
 
 def test_checkpoint_copies_are_atomic(supernet, tmp_path):
@@ -251,6 +304,7 @@ def disk_full(request):
            "--max-update", "4"]
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, preexec_fn=small_files)
     assert_one_error_line(proc, "cannot save checkpoint")
+    assert "the disk is full or a file-size limit was hit" in proc.stderr.splitlines()[-1]
     assert proc.stderr.count("Traceback") == 0, proc.stderr[-3000:]
     assert not list(tmp_path.glob("*.tmp"))
     assert (tmp_path / "checkpoint_last.pt").read_bytes() == good
@@ -297,6 +351,8 @@ def unknown_operator(request):
 @case("child-outside-the-space")
 def child_outside_the_space(request):
     _keeps_checkpoint(request, ["--child-arch", "MHA2,FFN"], "architecture has 2 layers, the space has 6")
+    folder = request.getfixturevalue("tmp_path")
+    _keeps_checkpoint(request, ["--child-arch", str(folder)], f"{folder} is a folder, not an architecture file")
     _keeps_checkpoint(request, ["--child-arch", "MHA2,FFN,FFN,FFN,FFN,CONV7"], "layer 5: operator 'CONV7' is not a candidate")
 
 
@@ -405,10 +461,146 @@ def electra_setup(request):
               "--lr", "1e-3", "--max-update", "1", "--cpu", "--num-workers", "0", "--save-dir", str(tmp_path)]
     proc = run(common + ["--arch", "magic_child", "--child-arch", "MHA2,FFN", "--encoder-embed-dim", "32",
                          "--generator-fraction", "1.5"], check=False)
-    assert_one_error_line(proc, "the generator must not be larger than the discriminator")
+    assert_one_error_line(proc, "--generator-fraction must be in (0, 1], got 1.5")
     proc = run(common + ["--arch", "magic_supernet_tiny"], check=False)
     assert_one_error_line(proc, "--task magic_electra trains a magic_child discriminator")
+    child = tmp_path / "child" / "model.pt"
+    magic("export", "--checkpoint", request.getfixturevalue("supernet"), "--arch", ARCH, "--out", str(child))
+    proc = run(common + ["--arch", "magic_child", "--restore-file", str(child)], check=False)  # no generator in it
+    assert_one_error_line(proc, f"{child} holds no criterion weights, which --criterion magic_electra restores")
     assert not list(tmp_path.glob("*.pt"))
+
+
+@case("out-of-range-option")
+def out_of_range_option(request):
+    """Values outside an option's declared range (tests/test_ranges.py walks every option)."""
+    tmp_path, data_bin, good = (request.getfixturevalue(f) for f in ("tmp_path", "data_bin", "trained"))
+    supernet = request.getfixturevalue("supernet")
+    train = [sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir", str(tmp_path),
+             "--max-update", "4"]
+    cli = [sys.executable, "-m", "fairseq_magic.cli"]
+    procs = run_all({
+        "lambda": [*train, "--align-lambda=-1"],
+        "top-p": [*train, "--anchor-top-p", "150"],
+        "seq-len": [*cli, "search", "--checkpoint", supernet, "--out", str(tmp_path / "s"), "--seq-len", "0"],
+        "population": [*cli, "search", "--checkpoint", supernet, "--out", str(tmp_path / "s"), "--population", "0"],
+    })
+    assert_one_error_line(procs["lambda"], "--align-lambda must be >= 0, got -1.0")
+    assert_one_error_line(procs["top-p"], "--anchor-top-p must be in (0, 100], got 150.0")
+    assert_one_error_line(procs["seq-len"], "argument --seq-len: must be >= 1, got 0 (see fairseq-magic search --help)")
+    assert_one_error_line(procs["population"], "argument --population: must be >= 1, got 0")
+    assert (tmp_path / "checkpoint_last.pt").read_bytes() == good and not (tmp_path / "s").exists()
+
+
+@case("dictionary-mismatch")
+def dictionary_mismatch(request):
+    """A data folder whose dict.txt is not the checkpoint's, through every way a checkpoint meets data."""
+    tmp_path, data_bin, supernet = (request.getfixturevalue(f) for f in ("tmp_path", "data_bin", "supernet"))
+    other = tmp_path / "other"
+    shutil.copytree(data_bin, other)
+    with open(other / "dict.txt", "a") as f:
+        f.write("".join(f"extra{i} 1\n" for i in range(5)))
+    child = tmp_path / "child" / "model.pt"
+    magic("export", "--checkpoint", supernet, "--arch", ARCH, "--out", str(child))
+    py = sys.executable
+    cli = [py, "-m", "fairseq_magic.cli"]
+    train = [py, "-m", "fairseq_cli.train", str(other), "--cpu", "--num-workers", "0", "--user-dir", PLUGIN,
+             "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8", "--tokens-per-sample", "32", "--max-update", "2"]
+    procs = run_all({
+        supernet: [*cli, "search", "--checkpoint", supernet, "--data", str(other), "--out", str(tmp_path / "s")],
+        "interference": [*cli, "interference", "--checkpoint", supernet, "--data", str(other),
+                         "--out", str(tmp_path / "i")],
+        str(child): [py, "-m", "fairseq_cli.validate", str(other), "--path", str(child), "--task", "masked_lm",
+                     "--user-dir", PLUGIN, "--cpu", "--batch-size", "8"],
+        "restore supernet": [*train, "--task", "magic_masked_lm", "--criterion", "magic_mlm", *TINY[:6],
+                             "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--embed-factor-dim", "16",
+                             "--save-dir", str(tmp_path / "r1"), "--restore-file", supernet],
+        "restore child": [*train, "--task", "masked_lm", "--arch", "magic_child", "--reset-optimizer",
+                          "--save-dir", str(tmp_path / "r2"), "--restore-file", str(child)],
+    })
+    for name, proc in procs.items():
+        checkpoint = {"interference": supernet, "restore supernet": supernet, "restore child": str(child)}.get(name, name)
+        assert_one_error_line(proc, f"{checkpoint} has a dictionary of 65 symbols, the data's {other / 'dict.txt'} "
+                                    "has 70: use the data the model was trained on")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name in ("s", "i", "r1", "r2")]
+
+
+@case("command-arguments")
+def command_arguments(request):
+    """Paths and lists a subcommand cannot use."""
+    tmp_path, supernet = request.getfixturevalue("tmp_path"), request.getfixturevalue("supernet")
+    (tmp_path / "a-file").write_text("")
+    cli = [sys.executable, "-m", "fairseq_magic.cli"]
+    procs = run_all({
+        "search": [*cli, "search", "--checkpoint", supernet, "--out", str(tmp_path / "a-file")],
+        "export": [*cli, "export", "--checkpoint", supernet, "--arch", ARCH, "--out", str(tmp_path)],
+        "layers": [*cli, "interference", "--checkpoint", supernet, "--out", str(tmp_path / "i"), "--layers", ""],
+        "list": [*cli, "rank", "sample", "--checkpoint", supernet, "--out", str(tmp_path / "c"),
+                 "--list", str(tmp_path / "none.txt")],
+    })
+    assert_one_error_line(procs["search"], f"--out {tmp_path / 'a-file'} is a file; this command writes a folder there")
+    assert_one_error_line(procs["export"], f"--out {tmp_path} is a folder; this command writes a file there")
+    assert_one_error_line(procs["layers"], "--layers must list layer numbers (0-based), comma-separated")
+    assert_one_error_line(procs["list"], f"--list file not found: {tmp_path / 'none.txt'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@case("wrong-encoding")
+def wrong_encoding(request):
+    """Text in another encoding: a GLUE TSV, a corpus, an architecture file."""
+    tmp_path, spm_data, supernet = (request.getfixturevalue(f) for f in ("tmp_path", "spm_data", "supernet"))
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    for split in ("train", "dev"):
+        (tmp_path / "glue" / "RTE" / f"{split}.tsv").write_bytes(
+            b"index\tsentence1\tsentence2\tlabel\n0\tna\xefve caf\xe9\tb\tentailment\n")  # Latin-1
+    (tmp_path / "corpus.txt").write_bytes(b"a line\n\xff\xfe not UTF-8\n")
+    (tmp_path / "arch.json").write_bytes(b'{"arch": "\xff"}')
+    cli = [sys.executable, "-m", "fairseq_magic.cli"]
+    procs = run_all({
+        "glue": [*cli, "glue-prep", "--glue-dir", str(tmp_path / "glue"), "--out", str(tmp_path / "out"),
+                 "--spm", spm_data["spm"], "--dict", os.path.join(spm_data["bin"], "dict.txt")],
+        "corpus": [*cli, "corpus", "--corpus", str(tmp_path / "corpus.txt"), "--out", str(tmp_path / "text")],
+        "arch": [*cli, "export", "--checkpoint", supernet, "--arch", str(tmp_path / "arch.json"),
+                 "--out", str(tmp_path / "x.pt")],
+    })
+    assert_one_error_line(procs["glue"], ".tsv is not UTF-8 text: byte 0xef on line 2; convert it first")
+    assert_one_error_line(procs["corpus"], "corpus.txt is not UTF-8 text: byte 0xff on line 2")
+    assert_one_error_line(procs["arch"], "arch.json is not valid JSON")
+    assert not (tmp_path / "text").exists() and not (tmp_path / "x.pt").exists()
+
+
+@case("child-log-folder")
+def child_log_folder(request):
+    tmp_path = request.getfixturevalue("tmp_path")
+    _keeps_checkpoint(request, ["--child-log", str(tmp_path / "none" / "log.jsonl")],
+                      f"--child-log {tmp_path / 'none' / 'log.jsonl'}: there is no folder {tmp_path / 'none'}")
+    assert not (tmp_path / "crash.pt").exists()
+
+
+@case("missing-validation-split")
+def missing_validation_split(request):
+    tmp_path, data_bin, supernet = (request.getfixturevalue(f) for f in ("tmp_path", "data_bin", "supernet"))
+    (tmp_path / "data").mkdir()
+    for name in ("dict.txt", "train.bin", "train.idx"):
+        shutil.copy(os.path.join(data_bin, name), tmp_path / "data" / name)
+    message = f"no 'valid' split in {tmp_path / 'data'} (no valid.bin/.idx): fairseq-preprocess --validpref makes one"
+    proc = fairseq_train(str(tmp_path / "data"), str(tmp_path / "save"), "--max-update", "2", check=False)
+    assert_one_error_line(proc, message)
+    proc = magic("search", "--checkpoint", supernet, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s"),
+                 check=False)
+    assert_one_error_line(proc, message)
+    assert not list(tmp_path.glob("save/*.pt")) and not (tmp_path / "s").exists()
+
+
+@case("from-pretrained-folder")
+def from_pretrained_folder(request):
+    """The hub given a folder without the checkpoint, or no folder."""
+    tmp_path = request.getfixturevalue("tmp_path")
+    load = "import fairseq_magic; from fairseq_magic.models.child import MagicChildModel; MagicChildModel.from_pretrained"
+    proc = run([sys.executable, "-c", f"{load}('{tmp_path}')"], check=False)
+    assert_one_error_line(proc, f"no model.pt in {tmp_path}: give checkpoint_file= the name of the exported checkpoint")
+    proc = run([sys.executable, "-c", f"{load}('{tmp_path / 'none'}')"], check=False)
+    assert_one_error_line(proc, f"model folder not found: {tmp_path / 'none'}")
 
 
 @case("killed-peer-rank")

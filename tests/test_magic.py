@@ -363,9 +363,9 @@ def test_magic_at_two_gloo_ranks_agree(data_bin, tmp_path):
         (["--sampler", "gradual", "--gradual-k", "9"], "--gradual-k must be between 1 and the number of layers (6)"),
         (["--align-lambda", "0.5", "--align-every", "7", "--align-warmup-epochs", "0"], "--align-every 7 exceeds the 6 layers"),
         (["--align-lambda", "0.5", "--align-every", "6"], "--align-every 6 leaves no layer to align below the final one"),
-        (["--align-lambda", "0.5", "--anchor-replace-z", "-1"], "--anchor-init-children and --anchor-replace-z must be >= 0"),
+        (["--align-lambda", "0.5", "--anchor-replace-z", "-1"], "--anchor-replace-z must be >= 0, got -1.0"),
         (["--align-lambda", "0.5", "--anchor-arch", "MHA2,FFN"], "architecture has 2 layers"),
-        (["--align-lambda", "0.5", "--align-batch-fraction", "1.5"], "--align-batch-fraction must be in (0, 1], not 1.5"),
+        (["--align-lambda", "0.5", "--align-batch-fraction", "1.5"], "--align-batch-fraction must be in (0, 1], got 1.5"),
     ],
 )
 def test_bad_magic_settings_fail_clearly(data_bin, tmp_path, extra, message):

@@ -39,6 +39,7 @@ from fairseq.logging import metrics
 from omegaconf import open_dict
 
 from ..errors import MagicError
+from ..ranges import check_section
 from ..mlm_loss import masked_lm_loss
 
 
@@ -47,18 +48,17 @@ class DistillationConfig:
     kd_teacher: str = field(default="", metadata={
         "help": "the teacher: a fairseq RoBERTa or magic_child checkpoint over the data's dictionary (for "
                 "sentence_prediction_kd, one fine-tuned with the same classification head)"})
-    kd_alpha: float = field(default=0.5, metadata={"help": "weight of the teacher's term (1 - alpha: the task loss)"})
-    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of teacher and student (> 0)"})
+    kd_alpha: float = field(default=0.5, metadata={"range": "[0, 1]",
+                                                   "help": "weight of the teacher's term (1 - alpha: the task loss)"})
+    kd_temperature: float = field(default=1.0, metadata={"range": "(0, inf)",
+                                                         "help": "softmax temperature of teacher and student (> 0)"})
 
 
 def _attach_teacher(criterion, cfg, task, head: str = "") -> None:
     """Check the options and give ``criterion`` its ``alpha``, ``temperature`` and ``teacher``."""
+    check_section(cfg, DistillationConfig)
     if not cfg.kd_teacher:
         raise MagicError("knowledge distillation needs --kd-teacher (a RoBERTa or magic_child checkpoint)")
-    if not cfg.kd_temperature > 0:
-        raise MagicError(f"--kd-temperature must be > 0, got {cfg.kd_temperature}")
-    if not 0 <= cfg.kd_alpha <= 1:
-        raise MagicError(f"--kd-alpha must be between 0 and 1, got {cfg.kd_alpha}")
     criterion.alpha, criterion.temperature = cfg.kd_alpha, cfg.kd_temperature
     criterion.teacher = Teacher(cfg.kd_teacher, task, head=head)
 

@@ -30,7 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..checkpoint import CHILD_SPEC_KEY, SIZE_FIELDS, child_spec, decode_json, encode_json, size_config, torch_load
 from ..errors import MagicError
-from ..space import Child, SearchSpace, load_child
+from ..ranges import check_section
+from ..space import Child, SearchSpace, load_child, names_a_file
 from .supernet import ACTIVATIONS, build_roberta_model, writable
 
 logger = logging.getLogger("fairseq_magic.models.child")
@@ -42,24 +43,31 @@ class MagicChildConfig(FairseqDataclass):
         default="", metadata={"help": "the child: an architecture file, or a string like MHA12,FFN,CONV3 "
                                       "(default: the architecture of the --restore-file checkpoint)"})
     encoder_embed_dim: Optional[int] = field(
-        default=None, metadata={"help": "hidden size of a string --child-arch (default: the --restore-file "
+        default=None, metadata={"range": "[1, inf)",
+                                "help": "hidden size of a string --child-arch (default: the --restore-file "
                                         "checkpoint's, else 768)"})
     encoder_ffn_embed_dim: Optional[int] = field(
-        default=None, metadata={"help": "inner size of a bare FFN, string --child-arch (default: as above, else 3072)"})
+        default=None, metadata={"range": "[1, inf)",
+                                "help": "inner size of a bare FFN, string --child-arch (default: as above, else 3072)"})
     attention_qkv_dim: Optional[int] = field(
-        default=None, metadata={"help": "Q/K/V width of every MHA (default: as above, else the hidden size)"})
+        default=None, metadata={"range": "[0, inf)",
+                                "help": "Q/K/V width of every MHA (default: as above, else the hidden size)"})
     embed_factor_dim: Optional[int] = field(
-        default=None, metadata={"help": "factorised embedding width (default: as above, else none)"})
+        default=None, metadata={"range": "[0, inf)",
+                                "help": "factorised embedding width (default: as above, else none)"})
     attention_head_dim: Optional[int] = field(
-        default=None, metadata={"help": "fixed head width: MHA<h> has h heads of this width (default: as above, "
+        default=None, metadata={"range": "[0, inf)",
+                                "help": "fixed head width: MHA<h> has h heads of this width (default: as above, "
                                         "else the Q/K/V width over h)"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
-    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
-    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on each sub-layer's output"})
+    attention_dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"range": "[0, 1)",
+                                                             "help": "dropout after the FFN activation"})
     activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
     pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
-    pooler_dropout: float = field(default=0.0, metadata={"help": "classification head dropout"})
-    max_positions: Optional[int] = field(default=None, metadata={"help": "positions (default: the task's)"})
+    pooler_dropout: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "classification head dropout"})
+    max_positions: Optional[int] = field(default=None, metadata={"range": "[1, inf)",
+                                                                 "help": "positions (default: the task's)"})
     untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
     spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
     # where the run restores from (not options of the model): a restored magic_child gives the architecture
@@ -98,7 +106,7 @@ def resolve_child_arch(args) -> Tuple[List[str], dict, str]:
     run restores from, or RoBERTa-base's; no ``--child-arch`` means the restored
     checkpoint's architecture. A restored checkpoint that disagrees is an error."""
     arch = str(_config_value(args, "child_arch") or "").strip()
-    if arch and (arch.endswith(".json") or os.path.isfile(arch)):
+    if arch and names_a_file(arch):
         file_space, file_child = load_child(arch)
         return [file_space.candidates[c].name for c in file_child], size_config(file_space), f"the file {arch}"
     given = {key: int(v) for key in DEFAULT_SIZES if (v := _config_value(args, key)) is not None}
@@ -153,6 +161,7 @@ class MagicChildModel(RobertaModel):
 
     @classmethod
     def build_model(cls, args, task):
+        check_section(args, MagicChildConfig)
         space, child = child_from_args(args)
         with writable(args):
             for key, value in size_config(space).items():  # the sizes the model has, for the saved config
@@ -167,6 +176,12 @@ class MagicChildModel(RobertaModel):
                         **kwargs):
         """fairseq's RoBERTa hub loader; ``bpe`` defaults to sentencepiece when the
         directory holds ``sentencepiece.bpe.model`` (a self-contained export)."""
+        folder = str(model_name_or_path)
+        if not os.path.isdir(folder):
+            raise MagicError(f"model folder not found: {folder} (from_pretrained takes an export's folder)")
+        missing = [name for name in str(checkpoint_file).split(os.pathsep) if not os.path.isfile(os.path.join(folder, name))]
+        if missing:
+            raise MagicError(f"no {missing[0]} in {folder}: give checkpoint_file= the name of the exported checkpoint")
         if bpe is None:
             has_spm = os.path.isfile(os.path.join(str(model_name_or_path), "sentencepiece.bpe.model"))
             bpe = "sentencepiece" if has_spm else "gpt2"  # fairseq's own default otherwise

@@ -17,6 +17,7 @@ H_n in ``extra["inner_states"]`` (fairseq's own mechanism, ``(T, B, C)`` each,
 the embedding output first).
 """
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -39,13 +40,15 @@ from fairseq.utils import safe_getattr
 from omegaconf import II, OmegaConf
 
 from ..checkpoint import (
+    check_dictionary,
     ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, arch_weights_state, decode_json, encode_json, size_config, supernet_space,
 )
 from ..errors import MagicError
+from ..ranges import check_section
 from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
 from ..modules.entangled import EntangledSupernetLayer
 from ..search_state import SearchState
-from ..space import Child, SearchSpace, load_child
+from ..space import Child, SearchSpace, load_child, names_a_file
 
 ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
 
@@ -53,21 +56,22 @@ ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
 @dataclass
 class MagicSupernetConfig(FairseqDataclass):
     supernet_layers: int = field(
-        default=26, metadata={"help": "number of super-net layers; each layer runs one operator"}
+        default=26, metadata={"range": "[1, inf)", "help": "number of super-net layers; each layer runs one operator"}
     )
     candidate_ops: str = field(
         default="MHA12,FFN,CONV3,CONV5",
         metadata={"help": "candidate operators of every layer: MHA<heads>, FFN, FFN<inner>, CONV<kernel>; "
                   "groups separated by | take turns over the layers (MHA4,MHA8|FFN1024,FFN2048)"},
     )
-    encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size"})
-    encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "inner size of a bare FFN"})
+    encoder_embed_dim: int = field(default=768, metadata={"range": "[1, inf)", "help": "hidden size"})
+    encoder_ffn_embed_dim: int = field(default=3072, metadata={"range": "[1, inf)", "help": "inner size of a bare FFN"})
     attention_qkv_dim: int = field(
-        default=0, metadata={"help": "Q/K/V width of every MHA (0: the hidden size)"}
+        default=0, metadata={"range": "[0, inf)", "help": "Q/K/V width of every MHA (0: the hidden size)"}
     )
     embed_factor_dim: int = field(
         default=512,
-        metadata={"help": "factorised token-embedding width, projected to the hidden size (0: no factorisation)"},
+        metadata={"range": "[0, inf)",
+                  "help": "factorised token-embedding width, projected to the hidden size (0: no factorisation)"},
     )
     child_arch: str = field(
         default="",
@@ -78,12 +82,13 @@ class MagicSupernetConfig(FairseqDataclass):
         metadata={"help": "weight-entangled space: the candidates of a kind share the largest one's weights "
                   "(MHA<h>: first h heads, FFN<d>: first d units, CONV<k>: centre k taps)"},
     )
-    dropout: float = field(default=0.1, metadata={"help": "dropout on each sub-layer's output"})
-    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
-    activation_dropout: float = field(default=0.0, metadata={"help": "dropout after the FFN activation"})
+    dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on each sub-layer's output"})
+    attention_dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"range": "[0, 1)",
+                                                             "help": "dropout after the FFN activation"})
     activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
     pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
-    pooler_dropout: float = field(default=0.0, metadata={"help": "classification head dropout"})
+    pooler_dropout: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "classification head dropout"})
     max_positions: int = II("task.tokens_per_sample")
     untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
     spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
@@ -92,7 +97,7 @@ class MagicSupernetConfig(FairseqDataclass):
 def resolve_child(arch: Union[str, Sequence[int]], space: SearchSpace) -> Child:
     """An architecture string, a JSON architecture file, or candidate indices."""
     if isinstance(arch, str):
-        if arch.strip().endswith(".json"):
+        if names_a_file(arch):
             return load_child(arch.strip(), space)[1]
         return space.parse(arch)
     return space.validate(arch)
@@ -188,7 +193,25 @@ def build_roberta_model(cls, args, task, space: SearchSpace, child: Optional[Chi
     args.encoder_layers = space.num_layers
     if safe_getattr(args, "max_positions", None) is None:
         args.max_positions = safe_getattr(args, "tokens_per_sample", None) or task.max_positions()
-    return cls(args, SupernetEncoder(args, task.source_dictionary, space, child))
+    model = cls(args, SupernetEncoder(args, task.source_dictionary, space, child))
+    model.dictionary_file = dictionary_file(task)
+    model.register_load_state_dict_pre_hook(_check_dictionary)
+    return model
+
+
+def dictionary_file(task) -> Optional[str]:
+    """Where ``task``'s dictionary came from: DATA/dict.txt, or DATA/input0/dict.txt (sentence_prediction)."""
+    data = safe_getattr(getattr(task, "cfg", None), "data", None)
+    if not data:
+        return None
+    first = str(data).split(os.pathsep)[0]
+    sentences = os.path.join(first, "input0", "dict.txt")
+    return sentences if os.path.isfile(sentences) else os.path.join(first, "dict.txt")
+
+
+def _check_dictionary(module, state_dict, prefix, *args):
+    """Load pre-hook: the checkpoint's token embedding fits the model's dictionary."""
+    check_dictionary(state_dict, prefix, len(module.encoder.dictionary), module.dictionary_file)
 
 
 def _save_search_state(module, state_dict, prefix, local_metadata):
@@ -238,6 +261,7 @@ class MagicSupernetModel(RobertaModel):
 
     @classmethod
     def build_model(cls, args, task):
+        check_section(args, MagicSupernetConfig)
         with writable(args):
             magic_supernet_base(args)
             model = build_roberta_model(cls, args, task, supernet_space(args))

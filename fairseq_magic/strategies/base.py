@@ -21,8 +21,10 @@ class StrategyConfig(FairseqDataclass):
         metadata={"help": "append one JSON line per training forward (update, child, anchor, weight checksum) "
                   "to this file; ranks other than 0 write FILE.rank<r>"},
     )
-    score_sentences: int = field(default=256, metadata={"help": "validation sentences used to score children"})
-    score_batch_size: int = field(default=32, metadata={"help": "batch size when scoring children"})
+    score_sentences: int = field(default=256, metadata={"range": "[1, inf)",
+                                                        "help": "validation sentences used to score children"})
+    score_batch_size: int = field(default=32, metadata={"range": "[1, inf)",
+                                                        "help": "batch size when scoring children"})
     score_subset: str = field(default="valid", metadata={"help": "data split used to score children"})
 
 

@@ -46,7 +46,8 @@ class RelaxationConfig(FairseqDataclass):
                   "(exponentiated gradient on the simplex)"},
     )
     arch_lr: float = field(
-        default=0.0, metadata={"help": "architecture learning rate (0: darts-adam 3e-4, darts-sgd 3e-2, gaea 0.1)"}
+        default=0.0, metadata={"range": "[0, inf)",
+                               "help": "architecture learning rate (0: darts-adam 3e-4, darts-sgd 3e-2, gaea 0.1)"}
     )
     arch_objective: ChoiceEnum(["bilevel", "erm"]) = field(
         default="bilevel",
@@ -54,11 +55,13 @@ class RelaxationConfig(FairseqDataclass):
                   "erm: theta and weights step together on the training batches (single-level)"},
     )
     arch_subset: str = field(default="valid", metadata={"help": "bilevel: the held-out split theta is trained on"})
-    arch_batch_size: int = field(default=16, metadata={"help": "bilevel: sentences per architecture step"})
+    arch_batch_size: int = field(default=16, metadata={"range": "[1, inf)",
+                                                       "help": "bilevel: sentences per architecture step"})
     arch_warmup_updates: int = field(
-        default=0, metadata={"help": "train the weights alone (theta fixed) for the first N updates"}
+        default=0, metadata={"range": "[0, inf)",
+                             "help": "train the weights alone (theta fixed) for the first N updates"}
     )
-    gdas_tau: float = field(default=1.0, metadata={"help": "gdas: Gumbel-softmax temperature"})
+    gdas_tau: float = field(default=1.0, metadata={"range": "(0, inf)", "help": "gdas: Gumbel-softmax temperature"})
 
 
 class RelaxedTraining(TrainingStrategy):
@@ -68,8 +71,6 @@ class RelaxedTraining(TrainingStrategy):
             raise MagicError(f"--relaxation {cfg.relaxation} searches by gradient; it does not combine with --shrink-per-epoch")
         if cfg.align_lambda > 0:
             raise MagicError(f"--relaxation {cfg.relaxation} trains no single child to align: drop --align-lambda")
-        if cfg.arch_batch_size < 1 or cfg.gdas_tau <= 0 or cfg.arch_warmup_updates < 0:
-            raise MagicError("--arch-batch-size must be >= 1, --gdas-tau > 0 and --arch-warmup-updates >= 0")
 
     def __init__(self, space, cfg, state, data):
         super().__init__(space, cfg, state, data)

@@ -57,23 +57,27 @@ class SampledConfig(StrategyConfig):
                   "taking each of its C candidates once per C children: use --update-freq C; fair-gradual = "
                   "MAGIC-T's walk with its moves drawn to keep every operator's training near its fair share)"},
     )
-    gradual_k: int = field(default=1, metadata={"help": "gradual and fair-gradual: operators changed per update "
+    gradual_k: int = field(default=1, metadata={"range": "[1, inf)",
+                                                "help": "gradual and fair-gradual: operators changed per update "
                                                 "(MAGIC-T paper: 1)"})
     valid_children: int = field(
-        default=4, metadata={"help": "number of fixed, seeded children whose loss validation reports"}
+        default=4, metadata={"range": "[1, inf)",
+                             "help": "number of fixed, seeded children whose loss validation reports"}
     )
     interference_interval: int = field(
-        default=0, metadata={"help": "every N updates, log interference_cos: the cosine similarity of the gradients "
+        default=0, metadata={"range": "[0, inf)",
+                             "help": "every N updates, log interference_cos: the cosine similarity of the gradients "
                              "two children differing only in layer j+1 put on a shared operator of layer j, on one "
                              "fixed batch of --score-subset (0 = off)"}
     )
     # progressive shrinking (Sec. 5.1)
     shrink_per_epoch: int = field(
-        default=0, metadata={"help": "progressive shrinking: remove this many (layer, operator) pairs at each "
+        default=0, metadata={"range": "[0, inf)",
+                             "help": "progressive shrinking: remove this many (layer, operator) pairs at each "
                              "epoch end until one child is left (paper: 5; 0 = off)"}
     )
     shrink_children: int = field(
-        default=100, metadata={"help": "progressive shrinking: children scored to judge the pairs"}
+        default=100, metadata={"range": "[1, inf)", "help": "progressive shrinking: children scored to judge the pairs"}
     )
     update_freq: List[int] = II("optimization.update_freq")  # the fair sampler's children per update
 
@@ -86,10 +90,6 @@ class SampledTraining(TrainingStrategy):
         if cfg.gradual_k != 1 and cfg.sampler not in GRADUAL_SAMPLERS:
             raise MagicError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual or fair-gradual "
                              f"(the sampler is '{cfg.sampler}')")
-        if cfg.valid_children < 1:
-            raise MagicError("--valid-children must be at least 1")
-        if cfg.shrink_children < 1 or cfg.shrink_per_epoch < 0 or cfg.interference_interval < 0:
-            raise MagicError("--shrink-children must be >= 1, --shrink-per-epoch and --interference-interval >= 0")
 
     def __init__(self, space, cfg, state, data):
         super().__init__(space, cfg, state, data)

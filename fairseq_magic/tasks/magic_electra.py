@@ -16,17 +16,22 @@ from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
 from ..errors import MagicError
 from ..models.child import MagicChildModel
+from ..ranges import check_section
 
 
 @dataclass
 class MagicElectraConfig(MaskedLMConfig):
-    leave_unmasked_prob: float = field(default=0.0, metadata={"help": "probability that a masked token is unmasked"})
-    random_token_prob: float = field(default=0.0, metadata={"help": "probability of replacing a token with a random one"})
+    leave_unmasked_prob: float = field(default=0.0, metadata={
+        "range": "[0, 1]", "help": "probability that a masked token is unmasked"})
+    random_token_prob: float = field(default=0.0, metadata={
+        "range": "[0, 1]", "help": "probability of replacing a token with a random one"})
     generator_fraction: float = field(default=0.25, metadata={
+        "range": "(0, 1]",
         "help": "the generator's hidden and FFN sizes as a fraction of the discriminator's (ELECTRA: 1/4; <= 1)"})
     generator_arch: str = field(default="", metadata={
         "help": "the generator's operators, e.g. MHA4,FFN,MHA4,FFN (default: the discriminator's)"})
-    disc_weight: float = field(default=50.0, metadata={"help": "weight of the discriminator's loss (ELECTRA: 50)"})
+    disc_weight: float = field(default=50.0, metadata={
+        "range": "(0, inf)", "help": "weight of the discriminator's loss (ELECTRA: 50)"})
 
 
 @register_task("magic_electra", dataclass=MagicElectraConfig)
@@ -34,12 +39,8 @@ class MagicElectraTask(MaskedLMTask):
     cfg: MagicElectraConfig
 
     def __init__(self, cfg: MagicElectraConfig, dictionary=None):
+        check_section(cfg, MagicElectraConfig)
         super().__init__(cfg, dictionary)
-        if not 0 < cfg.generator_fraction <= 1:
-            raise MagicError(f"the generator must not be larger than the discriminator: --generator-fraction must be "
-                             f"in (0, 1], got {cfg.generator_fraction}")
-        if not cfg.disc_weight > 0:
-            raise MagicError(f"--disc-weight must be > 0, got {cfg.disc_weight}")
         self.discriminator = None  # (space, child, model config) of the model, for the criterion's generator
 
     def build_model(self, cfg, from_checkpoint=False):

@@ -28,6 +28,7 @@ from ..alignment import AlignmentConfig
 from ..errors import MagicError
 from ..frozen import hidden_from_optimizer
 from ..models.supernet import unwrap
+from ..ranges import check_section
 from ..strategies import RelaxationConfig, SampledConfig, TrainingStrategy, strategy_class
 
 
@@ -42,6 +43,7 @@ class MagicMaskedLMTask(MaskedLMTask):
 
     @classmethod
     def setup_task(cls, cfg: MagicMaskedLMConfig, **kwargs):
+        check_section(cfg, MagicMaskedLMConfig)
         first = (cfg.data or "").split(os.pathsep)[0]
         if not os.path.isfile(os.path.join(first, "dict.txt")):
             raise MagicError(f"no dict.txt in data directory '{first}' (expected fairseq-preprocess output)")
@@ -51,6 +53,9 @@ class MagicMaskedLMTask(MaskedLMTask):
         super().__init__(cfg, dictionary)
         self.strategy_class = strategy_class(cfg)
         self.strategy_class.check_config(cfg)  # bad options fail before a model is built
+        folder = os.path.dirname(os.path.abspath(cfg.child_log)) if cfg.child_log else ""
+        if folder and not os.path.isdir(folder):
+            raise MagicError(f"--child-log {cfg.child_log}: there is no folder {folder} to write it in")
         self.strategy: TrainingStrategy = None  # built with the model, whose search state it shares
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
@@ -58,6 +63,10 @@ class MagicMaskedLMTask(MaskedLMTask):
         prefix = os.path.join(paths[(epoch - 1) % len(paths)], split)
         if os.path.isfile(prefix + ".bin") and os.path.getsize(prefix + ".bin") == 0:
             raise MagicError(f"the '{split}' split is empty: {prefix}.bin holds no tokens (an empty corpus file?)")
+        if not any(os.path.exists(prefix + end) for end in (".bin", ".idx", "")):
+            advice = "fairseq-preprocess --validpref makes one (or train with --disable-validation)" \
+                if split == "valid" else "choose an existing split"
+            raise MagicError(f"no '{split}' split in {os.path.dirname(prefix)} (no {split}.bin/.idx): {advice}")
         return super().load_dataset(split, epoch, combine, **kwargs)
 
     def build_model(self, cfg, from_checkpoint=False):
