@@ -143,7 +143,7 @@ def kills(workdir: str, bin_dir: str, count: int, seed: int) -> dict:
     save_dir = os.path.join(workdir, "killed")
     train = fairseq_train(bin_dir, save_dir, "--save-interval-updates", "1", "--keep-interval-updates", "3",
                           "--max-update", "100000", "--no-epoch-checkpoints")
-    unreadable = went_back = 0
+    unreadable = went_back = mid_save = 0
     latest = 0
     for _ in range(count):
         proc = subprocess.Popen(train, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -158,13 +158,14 @@ def kills(workdir: str, bin_dir: str, count: int, seed: int) -> dict:
         proc.wait()
         if resumed_at is not None and resumed_at <= latest:
             went_back += 1
+        mid_save += any(name.endswith(".tmp") for name in os.listdir(save_dir))  # killed while writing a file
         files = recorded(save_dir)
         unreadable += any(u is None for u in files.values())
         latest = max([u for u in files.values() if u is not None], default=latest)
         if time.time() - started > 300:
             break
     return {"kills": count, "unreadable afterwards": unreadable, "resumes behind a readable checkpoint": went_back,
-            "updates reached": latest}
+            "killed while saving": mid_save, "updates reached": latest}
 
 
 def main() -> None:
@@ -181,7 +182,8 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| checkpoints that call code, through every loader | {attack['commands']} commands | "
           f"{attack['ran code']} ran code ({attack['refused']} refused with one line) |")
-    print(f"| SIGKILL while training and saving every update | {killed['kills']} kills | "
+    print(f"| SIGKILL while training and saving every update | {killed['kills']} kills "
+          f"({killed['killed while saving']} while a file was being written; {killed['updates reached']} updates) | "
           f"{killed['unreadable afterwards']} left an unreadable checkpoint; "
           f"{killed['resumes behind a readable checkpoint']} resumes went back |")
 

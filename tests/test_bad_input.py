@@ -291,6 +291,25 @@ def test_checkpoint_copies_are_atomic(supernet, tmp_path):
     assert last.read_bytes() == open(supernet, "rb").read()
 
 
+def test_a_full_disk_is_named_whatever_torch_reports(tmp_path, monkeypatch):
+    """torch's archive writer reports a full disk as "unexpected pos"; the line says what happened."""
+    from fairseq import checkpoint_utils
+
+    import fairseq_magic  # noqa: F401  (installs the plugin's checkpoint handling)
+    from fairseq_magic.errors import MagicError
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    last = tmp_path / "checkpoint_last.pt"
+    last.write_bytes(b"the previous checkpoint")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(MagicError, match=r"cannot save checkpoint .*: the disk is full or a file-size limit was hit "
+                                         r"\(torch: unexpected pos 64 vs 0\)"):
+        checkpoint_utils.torch_persistent_save({"model": {}}, str(last))
+    assert last.read_bytes() == b"the previous checkpoint" and not list(tmp_path.glob("*.tmp"))
+
+
 @case("disk-full")
 def disk_full(request):
     """A save that cannot be written (here: a file-size limit, as a full disk): one line, no .tmp, the old file kept."""
