@@ -90,8 +90,14 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def must_be(interval: Interval, value) -> str:
+    """``must be >= 0, got -1.0`` (``finite and`` added for an infinity the range leaves out)."""
+    finite = "finite and " if isinstance(value, float) and math.isinf(value) else ""
+    return f"must be {finite}{interval.describe()}, got {value}"
+
+
 def out_of_range(option: str, interval: Interval, value) -> MagicError:
-    return MagicError(f"{option} must be {interval.describe()}, got {value}")
+    return MagicError(f"{option} {must_be(interval, value)}")
 
 
 # ---------------------------------------------------------------- fairseq options (dataclass fields)
@@ -156,7 +162,7 @@ def ranged(kind: Callable, interval: str) -> Callable:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got '{text}'")
         if value not in bounds:
-            raise argparse.ArgumentTypeError(f"must be {bounds.describe()}, got {text}")
+            raise argparse.ArgumentTypeError(must_be(bounds, value))
         return value
 
     convert.interval = bounds

@@ -131,3 +131,14 @@ def test_intervals():
     assert Interval.parse("[1, 100]").outside(integer=True) == [0, 101]
     with pytest.raises(ValueError):
         Interval.parse("0..1")
+
+
+def test_a_task_and_a_model_check_their_own_options_when_built(data_bin):
+    """fairseq-hydra-train imports the plugin after its configuration is handed on: the
+    plugin's task and model check their options when fairseq builds them."""
+    from conftest import build
+
+    with pytest.raises(MagicError, match=r"^--align-lambda must be >= 0, got -1.0$"):
+        build(data_bin, "--align-lambda=-1")  # tasks.setup_task, before any data is read
+    with pytest.raises(MagicError, match=r"^--dropout must be in \[0, 1\), got 1.5$"):
+        build(data_bin, "--dropout=1.5")  # task.build_model

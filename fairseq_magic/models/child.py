@@ -179,7 +179,8 @@ class MagicChildModel(RobertaModel):
         folder = str(model_name_or_path)
         if not os.path.isdir(folder):
             raise MagicError(f"model folder not found: {folder} (from_pretrained takes an export's folder)")
-        missing = [name for name in str(checkpoint_file).split(os.pathsep) if not os.path.isfile(os.path.join(folder, name))]
+        missing = [name for name in str(checkpoint_file).split(os.pathsep)
+                   if not os.path.isfile(os.path.join(folder, name))]
         if missing:
             raise MagicError(f"no {missing[0]} in {folder}: give checkpoint_file= the name of the exported checkpoint")
         if bpe is None:

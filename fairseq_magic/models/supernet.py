@@ -40,13 +40,13 @@ from fairseq.utils import safe_getattr
 from omegaconf import II, OmegaConf
 
 from ..checkpoint import (
-    check_dictionary,
-    ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, arch_weights_state, decode_json, encode_json, size_config, supernet_space,
+    ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, arch_weights_state, check_dictionary, decode_json, encode_json, size_config,
+    supernet_space,
 )
 from ..errors import MagicError
-from ..ranges import check_section
 from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
 from ..modules.entangled import EntangledSupernetLayer
+from ..ranges import check_section
 from ..search_state import SearchState
 from ..space import Child, SearchSpace, load_child, names_a_file
 
