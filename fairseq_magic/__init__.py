@@ -17,13 +17,9 @@ try:  # the plain-data parts (space, samplers) work without fairseq
 except ImportError:  # pragma: no cover
     pass
 else:
-    from .checkpoint import patch_fairseq
-    from .precision import patch_trainer
-    from .ranges import check_when_fairseq_starts
+    from . import fairseq_patches
 
-    patch_fairseq()
-    patch_trainer()
-    check_when_fairseq_starts()
+    fairseq_patches.install()  # every change to fairseq's behaviour: see fairseq_patches.py
     from . import criterions, models, tasks  # noqa: F401,E402
 
 __version__ = "0.1.0"

@@ -27,13 +27,9 @@ import numpy as np
 from .samplers import Allowed, distinct_children, uniform_child
 from .search_state import SearchState
 from .space import Child, SearchSpace
-from .streams import STREAM_ANCHOR, rng_for
+from .streams import ANCHOR_AFTER_SHRINKING, ANCHOR_FIRST_CHILDREN, STREAM_ANCHOR, rng_for
 
 POLICIES = ("best", "top-p")
-
-# keys of rng_for(seed, STREAM_ANCHOR, key): epoch ends use the epoch number
-_INITIAL_KEY = 2_000_000
-_RESTRICT_KEY = 1_000_000
 
 
 @dataclass
@@ -95,7 +91,7 @@ class Anchor:
 
     def initial_children(self, count: int, allowed: Allowed = None, key: int = 0) -> List[Child]:
         """``count`` distinct seeded children (fewer if the space is smaller) to choose the first anchor from."""
-        return distinct_children(self.space, rng_for(self.seed, STREAM_ANCHOR, _INITIAL_KEY + key), count, allowed)
+        return distinct_children(self.space, rng_for(self.seed, STREAM_ANCHOR, ANCHOR_FIRST_CHILDREN + key), count, allowed)
 
     def choose_initial(self, children: Sequence[Child], scores: Sequence[float], policy: str, p: float) -> int:
         """Make the best scored child the anchor (``top-p``: the one at the top p%); returns its index."""
@@ -112,7 +108,7 @@ class Anchor:
         does and no better rule applies, it is re-drawn inside the space (seeded)."""
         if allowed is None or all(c in options for c, options in zip(self.child, allowed)):
             return False
-        self.state.update(arch=self.space.format(self.random_child(allowed, _RESTRICT_KEY + epoch)), score=None)
+        self.state.update(arch=self.space.format(self.random_child(allowed, ANCHOR_AFTER_SHRINKING + epoch)), score=None)
         return True
 
     def consider(self, candidate: Child, comparison: Comparison, z: float) -> bool:

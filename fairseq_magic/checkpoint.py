@@ -1,10 +1,7 @@
 """Checkpoints: read without running code, written without losing a good one.
 
-fairseq reads checkpoints in ``checkpoint_utils.load_checkpoint_to_cpu``
-(resume, ``--restore-file``, ``fairseq-validate``, ``from_pretrained`` and
-every ``fairseq-magic`` command) and writes them in ``torch_persistent_save``
-plus a copy to ``checkpoint_last.pt`` / ``checkpoint_best.pt``. When the plugin
-is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
+What the plugin does with a checkpoint file; ``fairseq_patches.py`` says where
+fairseq calls it. With the plugin loaded:
 
 * a checkpoint is unpickled with ``torch.load(weights_only=True)`` and one
   allowed class, ``argparse.Namespace`` (how fairseq saves the config of models
@@ -35,39 +32,25 @@ is loaded (``--user-dir fairseq_magic`` or ``import fairseq_magic``):
 * a checkpoint whose dictionary is not the data's is one line naming both
   sizes and both files (torch would print a size-mismatch traceback).
 
-It also holds what the plugin's checkpoints carry besides fairseq's: the JSON
-codec of values kept in a state dict (the search state, a child's spec), the
-mapping between a search space and a model config's size fields, and the
-completion of a ``magic_child`` config from the spec its weights carry.
-
-The distributed broadcast of a loaded checkpoint from rank 0 to the other ranks
-(``distributed.utils._broadcast_object_slow``) unpickles what rank 0 sent
-(the checkpoint as rank 0 read it, safely, plus fairseq's config objects), so
-it keeps fairseq's full unpickling.
+What the plugin's models keep inside a checkpoint is ``models/state_format.py``.
 """
 
 import argparse
 import contextlib
 import errno
-import functools
-import json
 import logging
 import os
 import pickle
 import re
 import shutil
 import zipfile
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from fairseq import checkpoint_utils
-from fairseq.distributed import utils as distributed_utils
-from fairseq.file_io import PathManager
-from fairseq.utils import safe_getattr
 from omegaconf import OmegaConf, open_dict
 
 from .errors import MagicError
-from .space import SearchSpace
 
 logger = logging.getLogger("fairseq_magic.checkpoint")
 
@@ -75,8 +58,8 @@ UNSAFE_ENV = "FAIRSEQ_MAGIC_UNSAFE_LOAD"
 SAFE_GLOBALS = (argparse.Namespace,)
 _UNREADABLE = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile)
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
-_plain_torch_load = torch.load
-_fairseq_save = checkpoint_utils.torch_persistent_save
+torch_load_of_torch = torch.load  # torch's own, kept before anything can replace it
+_fairseq_save = checkpoint_utils.torch_persistent_save  # fairseq's own, for remote paths and async writes
 
 
 class UnsafeCheckpointError(MagicError):
@@ -92,8 +75,14 @@ def unsafe_loading_allowed() -> bool:
     return os.environ.get(UNSAFE_ENV, "").strip() not in ("", "0")
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
+    """A path on this machine (not a URL fairseq's PathManager handles)."""
     return "://" not in str(path)
+
+
+def unpickle_fully(*args, **kwargs):
+    """torch's own ``torch.load``, unpickling everything (what fairseq's broadcast needs)."""
+    return torch_load_of_torch(*args, **dict(kwargs, weights_only=False))
 
 
 def torch_load(f, map_location="cpu", mmap: bool = False):
@@ -101,10 +90,10 @@ def torch_load(f, map_location="cpu", mmap: bool = False):
     allow-list, or the full unpickler when the user opted in. ``mmap`` maps the
     tensors instead of reading them (a look at the rest of a large file)."""
     if unsafe_loading_allowed():
-        return _plain_torch_load(f, map_location=map_location, weights_only=False, mmap=mmap)
+        return torch_load_of_torch(f, map_location=map_location, weights_only=False, mmap=mmap)
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return _plain_torch_load(f, map_location=map_location, weights_only=True, mmap=mmap)
+            return torch_load_of_torch(f, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = _GLOBAL.search(str(err))
         if found is None:
@@ -124,30 +113,12 @@ def _reason(err: BaseException) -> str:
     return lines[0]
 
 
-@contextlib.contextmanager
-def _torch_load_replaced(load):
-    """While fairseq code runs, the ``torch.load`` it calls is ``load``."""
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = _plain_torch_load
-
-
-def _safe_from_fairseq(f, map_location=None, **_ignored):
-    return torch_load(f, map_location=map_location)
-
-
-def _unpickle_fully(*args, **kwargs):
-    return _plain_torch_load(*args, **dict(kwargs, weights_only=False))
-
-
 _NOT_FAIRSEQ = (TypeError, KeyError, AttributeError, IndexError)  # what fairseq's upgrade of a foreign dict raises
 
 
 def _check_file(path: str) -> None:
     """A checkpoint path names a non-empty file (one line otherwise)."""
-    if not _is_local(path):
+    if not is_local(path):
         return
     if not os.path.exists(path):
         raise MagicError(f"checkpoint not found: {path}")
@@ -157,28 +128,23 @@ def _check_file(path: str) -> None:
         raise MagicError(f"cannot read checkpoint {path}: the file is empty")
 
 
-def _checked_loader(load_checkpoint_to_cpu):
-    """``load_checkpoint_to_cpu`` that unpickles safely and turns a missing,
-    unreadable, refused or foreign file into one error line."""
+def read_checkpoint(path: str, load: Callable[[], dict]) -> dict:
+    """What ``load()`` (fairseq's ``load_checkpoint_to_cpu`` of ``path``, unpickling safely)
+    returns, with a missing, unreadable, refused or foreign file turned into one error line."""
+    _check_file(path)
+    try:
+        state = load()
+    except _UNREADABLE as err:
+        raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
+    except _NOT_FAIRSEQ as err:
+        raise MagicError(f"{path} is not a fairseq checkpoint ({type(err).__name__}: {_reason(err)})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
+    from .models.state_format import complete_child_config  # (models import this module)
 
-    @functools.wraps(load_checkpoint_to_cpu)
-    def wrapper(path, arg_overrides=None, load_on_all_ranks=False):
-        _check_file(path)
-        try:
-            with _torch_load_replaced(_safe_from_fairseq):
-                state = load_checkpoint_to_cpu(path, arg_overrides, load_on_all_ranks)
-        except _UNREADABLE as err:
-            raise MagicError(f"cannot read checkpoint {path}: {_reason(err)}") from None
-        except _NOT_FAIRSEQ as err:
-            raise MagicError(f"{path} is not a fairseq checkpoint ({type(err).__name__}: {_reason(err)})") from None
-        if not isinstance(state, dict) or "model" not in state:
-            raise MagicError(f"{path} is not a fairseq checkpoint (no 'model' entry)")
-        remove_plugin_note(state)
-        complete_child_config(state)
-        return state
-
-    wrapper._fairseq_magic = True
-    return wrapper
+    remove_plugin_note(state)
+    complete_child_config(state)
+    return state
 
 
 def readable(path: str) -> bool:
@@ -232,13 +198,13 @@ def remove_stale_temporaries(save_dir: str) -> None:
 
 def check_restore_file(path: str) -> None:
     """``--restore-file`` names a fairseq checkpoint file (one line otherwise, before anything is written)."""
-    if _is_local(path) and not os.path.exists(path):
+    if is_local(path) and not os.path.exists(path):
         raise MagicError(f"--restore-file not found: {path} (nothing was trained or written)")
     try:
         _check_file(path)
     except MagicError as err:
         raise MagicError(f"--restore-file: {err} (nothing was trained or written)") from None
-    if _is_local(path) and recorded_update(path) is None:
+    if is_local(path) and recorded_update(path) is None:
         try:
             torch_load(path, mmap=zipfile.is_zipfile(path))
         except _UNREADABLE as err:
@@ -270,48 +236,43 @@ def _resume_point(save_dir: str, last: str) -> Optional[str]:
     return path
 
 
-def _checked_restore(load_checkpoint):
-    """fairseq's ``load_checkpoint`` (the start of every training run) that
-    refuses a ``--restore-file`` that is not a checkpoint and never resumes
-    behind a readable later checkpoint."""
-
-    @functools.wraps(load_checkpoint)
-    def wrapper(cfg, trainer, **passthrough_args):
-        suffix = trainer.checkpoint_suffix
-        if cfg.restore_file != "checkpoint_last.pt":
-            path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
-            check_restore_file(path)
-            return _naming_mismatch(load_checkpoint, path, cfg, trainer, **passthrough_args)
-        last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
-        resume = None if suffix or not _is_local(last) else _resume_point(cfg.save_dir, last)
-        if resume is None:
-            return _naming_mismatch(load_checkpoint, last, cfg, trainer, **passthrough_args)
+def restore(cfg, trainer, load: Callable[[], object]):
+    """fairseq's ``load_checkpoint`` (``load()``, the start of every training run) that
+    refuses a ``--restore-file`` that is not a checkpoint and never resumes behind a
+    readable later checkpoint. ``cfg`` is the run's checkpoint config."""
+    suffix = trainer.checkpoint_suffix
+    criterion = trainer.cfg.criterion._name
+    if cfg.restore_file != "checkpoint_last.pt":
+        path = cfg.restore_file.replace(".pt", suffix + ".pt") if suffix else cfg.restore_file
+        check_restore_file(path)
+        return _naming_mismatch(load, path, criterion)
+    last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
+    resume = None if suffix or not is_local(last) else _resume_point(cfg.save_dir, last)
+    if resume is None:
+        return _naming_mismatch(load, last, criterion)
+    with open_dict(cfg):
+        cfg.restore_file = resume
+    try:
+        return _naming_mismatch(load, resume, criterion)
+    finally:
         with open_dict(cfg):
-            cfg.restore_file = resume
-        try:
-            return _naming_mismatch(load_checkpoint, resume, cfg, trainer, **passthrough_args)
-        finally:
-            with open_dict(cfg):
-                cfg.restore_file = "checkpoint_last.pt"
-
-    wrapper._fairseq_magic = True
-    return wrapper
+            cfg.restore_file = "checkpoint_last.pt"
 
 
-def _naming_mismatch(load_checkpoint, path, cfg, trainer, **passthrough_args):
+def _naming_mismatch(load, path: str, criterion: str):
     """fairseq's Trainer turns every error of loading the weights into "Cannot load model
     parameters ..."; a dictionary mismatch found by the model's check, or an entry the run
     needs and the checkpoint lacks, comes out as one line."""
     try:
-        return load_checkpoint(cfg, trainer, **passthrough_args)
+        return load()
     except Exception as err:
         cause = err.__context__
         if isinstance(cause, DictionaryMismatch):
             raise cause.of(path) from None
         if isinstance(cause, KeyError) and cause.args == ("criterion",):
-            raise MagicError(f"{path} holds no criterion weights, which --criterion {trainer.cfg.criterion._name} "
-                             "restores (an ELECTRA generator and token head): resume from a checkpoint of the same "
-                             "criterion, or start without --restore-file") from None
+            raise MagicError(f"{path} holds no criterion weights, which --criterion {criterion} restores (an "
+                             "ELECTRA generator and token head): resume from a checkpoint of the same criterion, "
+                             "or start without --restore-file") from None
         raise
 
 
@@ -341,19 +302,13 @@ def check_dictionary(state_dict, prefix: str, symbols: int, dictionary_file: Opt
         raise DictionaryMismatch(rows, symbols, dictionary_file)
 
 
-def _naming_the_checkpoint(load_model_ensemble_and_task):
-    """fairseq's model loader (search, interference, rank, fairseq-validate, the hub), whose
-    dictionary mismatch names the checkpoint too."""
-
-    @functools.wraps(load_model_ensemble_and_task)
-    def wrapper(filenames, *args, **kwargs):
-        try:
-            return load_model_ensemble_and_task(filenames, *args, **kwargs)
-        except DictionaryMismatch as err:
-            raise err.of(", ".join(map(str, filenames))) from None
-
-    wrapper._fairseq_magic = True
-    return wrapper
+def naming_the_checkpoint(filenames, load: Callable[[], object]):
+    """``load()`` (fairseq's model loader of ``filenames``: search, interference, rank,
+    fairseq-validate, the hub), whose dictionary mismatch names the checkpoint too."""
+    try:
+        return load()
+    except DictionaryMismatch as err:
+        raise err.of(", ".join(map(str, filenames))) from None
 
 
 def _remove(path: str) -> None:
@@ -381,7 +336,7 @@ def _absolute_data_path(state) -> None:
     cfg = state.get("cfg")
     task = cfg.get("task") if isinstance(cfg, dict) else None
     if isinstance(task, dict) and isinstance(task.get("data"), str) and task["data"]:
-        task["data"] = os.pathsep.join(p if not _is_local(p) else os.path.abspath(p) for p in task["data"].split(os.pathsep))
+        task["data"] = os.pathsep.join(p if not is_local(p) else os.path.abspath(p) for p in task["data"].split(os.pathsep))
 
 
 PLUGIN_NOTE = ("fairseq-magic plugin not loaded - add --user-dir fairseq_magic (fairseq-train, fairseq-validate) "
@@ -413,7 +368,7 @@ def atomic_save(obj, filename: str, async_write: bool = False) -> None:
     if isinstance(obj, dict):
         _absolute_data_path(obj)
         add_plugin_note(obj)
-    if async_write or not _is_local(filename):
+    if async_write or not is_local(filename):
         return _fairseq_save(obj, filename, async_write)
     tmp = filename + ".tmp"
     try:
@@ -427,46 +382,16 @@ def atomic_save(obj, filename: str, async_write: bool = False) -> None:
         raise _save_failed(filename, err) from None
 
 
-class _AtomicCopyPathManager(PathManager):
-    """fairseq's PathManager, whose ``copy`` (checkpoint_last.pt, checkpoint_best.pt
-    from the checkpoint just written) goes through a temporary file and a rename."""
-
-    @staticmethod
-    def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
-        if not (_is_local(src_path) and _is_local(dst_path)):
-            return PathManager.copy(src_path, dst_path, overwrite)
-        tmp = dst_path + ".tmp"
-        try:
-            shutil.copyfile(src_path, tmp)
-            os.replace(tmp, dst_path)
-        except OSError as err:
-            _remove(tmp)
-            raise _save_failed(dst_path, err) from None
-        return True
-
-
-def _full_unpickling(fn):
-    """``fn`` with torch.load unpickling fully while it runs (the broadcast)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _torch_load_replaced(_unpickle_fully):
-            return fn(*args, **kwargs)
-
-    wrapper._fairseq_magic = True
-    return wrapper
-
-
-def patch_fairseq() -> None:
-    """Install the safe loader, the restore checks and the atomic writes (once)."""
-    if getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_magic", False):
-        return
-    checkpoint_utils.load_checkpoint_to_cpu = _checked_loader(checkpoint_utils.load_checkpoint_to_cpu)
-    checkpoint_utils.load_checkpoint = _checked_restore(checkpoint_utils.load_checkpoint)
-    checkpoint_utils.load_model_ensemble_and_task = _naming_the_checkpoint(checkpoint_utils.load_model_ensemble_and_task)
-    checkpoint_utils.torch_persistent_save = atomic_save
-    checkpoint_utils.PathManager = _AtomicCopyPathManager
-    distributed_utils._broadcast_object_slow = _full_unpickling(distributed_utils._broadcast_object_slow)
+def atomic_copy(src_path: str, dst_path: str) -> None:
+    """Copy a checkpoint (checkpoint_last.pt, checkpoint_best.pt from the one just written)
+    through a temporary file and a rename; a failed copy is one error line."""
+    tmp = dst_path + ".tmp"
+    try:
+        shutil.copyfile(src_path, tmp)
+        os.replace(tmp, dst_path)
+    except OSError as err:
+        _remove(tmp)
+        raise _save_failed(dst_path, err) from None
 
 
 def load_supernet_checkpoint(path: str, arg_overrides: Optional[dict] = None):
@@ -481,64 +406,7 @@ def load_supernet_checkpoint(path: str, arg_overrides: Optional[dict] = None):
         name = str(model_cfg.get("_name", "")) if model_cfg is not None else ""
     if not name.startswith("magic_supernet") or "supernet_layers" not in model_cfg:
         raise MagicError(f"{path} is not a fairseq-magic super-net checkpoint (its model is '{name or 'unknown'}')")
+    from .models.state_format import supernet_space, upgrade_state
+
+    upgrade_state(state["model"], source=path)
     return state, model_cfg, supernet_space(model_cfg)
-
-
-# ---------------------------------------------------------------- what the plugin's checkpoints carry
-SEARCH_STATE_KEY = "search_state"  # a super-net's SearchState (search_state.py), in its state dict
-ARCH_WEIGHTS_PREFIX = "arch_weights."  # theta and its optimiser (relaxation.py), in its state dict
-CHILD_SPEC_KEY = "child_spec"  # a magic_child's architecture and sizes, in its state dict
-# the model config's size fields and the SearchSpace attributes they hold
-SIZE_FIELDS = {"encoder_embed_dim": "hidden_dim", "encoder_ffn_embed_dim": "ffn_dim",
-               "attention_qkv_dim": "qkv_dim", "embed_factor_dim": "embed_dim", "attention_head_dim": "head_dim"}
-
-
-def encode_json(value) -> torch.Tensor:
-    """A JSON-able value as a uint8 tensor, to ride along in a state dict."""
-    return torch.tensor(list(json.dumps(value, sort_keys=True).encode()), dtype=torch.uint8)
-
-
-def decode_json(tensor: torch.Tensor):
-    return json.loads(bytes(tensor.tolist()).decode())
-
-
-def arch_weights_state(state_dict, prefix: str = "") -> dict:
-    """The architecture weights a super-net's state dict carries (empty if none)."""
-    start = prefix + ARCH_WEIGHTS_PREFIX
-    return {key[len(start):]: value for key, value in state_dict.items() if key.startswith(start)}
-
-
-def size_config(space: SearchSpace) -> dict:
-    """The model-config size fields of ``space`` (what ``space_sizes`` reads back)."""
-    return {key: getattr(space, attr) for key, attr in SIZE_FIELDS.items()}
-
-
-def space_sizes(cfg) -> dict:
-    """``SearchSpace.build``'s size arguments from a model config (fields it lacks are 0)."""
-    return {attr: int(safe_getattr(cfg, key, 0) or 0) for key, attr in SIZE_FIELDS.items()}
-
-
-def supernet_space(cfg) -> SearchSpace:
-    """The search space a super-net's model config describes."""
-    sizes = space_sizes(cfg)
-    sizes.pop("head_dim")  # a super-net derives it (weight-entangled spaces), a child records it
-    return SearchSpace.build(num_layers=int(cfg.supernet_layers), candidate_ops=str(cfg.candidate_ops),
-                             entangled=bool(safe_getattr(cfg, "weight_entanglement", False)), **sizes)
-
-
-def child_spec(space: SearchSpace, child) -> dict:
-    """What makes a magic_child checkpoint self-contained: its architecture and sizes."""
-    return {"child_arch": space.format(child), **size_config(space)}
-
-
-def complete_child_config(state: dict) -> None:
-    """Give a magic_child checkpoint's config the architecture and sizes the model
-    saved with its weights. fairseq saves the config as given on the command line,
-    where ``--child-arch`` may be a file that is not there when the checkpoint is
-    loaded elsewhere; the model's own copy makes the checkpoint self-contained."""
-    cfg, weights = state.get("cfg"), state.get("model") or {}
-    if cfg is None or CHILD_SPEC_KEY not in weights or getattr(cfg["model"], "get", None) is None \
-            or cfg["model"].get("_name") != "magic_child":
-        return
-    for key, value in decode_json(weights[CHILD_SPEC_KEY]).items():
-        cfg["model"][key] = value

@@ -136,7 +136,7 @@ def cmd_space(args) -> None:
     from fairseq.models import ARCH_CONFIG_REGISTRY
 
     from . import models  # noqa: F401  (registers the architectures)
-    from .checkpoint import supernet_space
+    from .models.state_format import supernet_space
 
     if args.arch not in ARCH_CONFIG_REGISTRY or not args.arch.startswith("magic_supernet"):
         raise MagicError(f"unknown super-net architecture '{args.arch}'")
@@ -166,7 +166,8 @@ def cmd_export(args) -> None:
 
 def cmd_derive(args) -> None:
     """The argmax child of a gradient-based search, as an architecture file."""
-    from .checkpoint import arch_weights_state, load_supernet_checkpoint
+    from .checkpoint import load_supernet_checkpoint
+    from .models.state_format import arch_weights_state
     from .relaxation import entropy_of, theta_from_state
     from .space import save_child
 

@@ -31,9 +31,10 @@ import torch
 from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
-from .checkpoint import (
-    ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, SEARCH_STATE_KEY, atomic_save, child_spec, encode_json,
-    load_supernet_checkpoint,
+from .checkpoint import atomic_save, load_supernet_checkpoint
+from .models.state_format import (
+    ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, FORMAT_VERSION_KEY, SEARCH_STATE_KEY, add_format_version, child_spec,
+    encode_json,
 )
 from .errors import MagicError
 from .models.supernet import resolve_child
@@ -59,7 +60,7 @@ def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child, spac
             op = space.candidates[child[int(layer)]]
             if op.kind == kind:
                 out[prefix + rest] = slice_state(space, int(layer), op, rest, value).clone()
-        elif key != SEARCH_STATE_KEY and not key.startswith(ARCH_WEIGHTS_PREFIX):
+        elif key not in (SEARCH_STATE_KEY, FORMAT_VERSION_KEY) and not key.startswith(ARCH_WEIGHTS_PREFIX):
             out[key] = value
     return out
 
@@ -162,6 +163,8 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepie
         cfg["model"] = roberta_model_cfg(cfg["model"], space, child)
         cfg["common"]["user_dir"] = None  # stock fairseq loads it
         weights = roberta_state_dict(weights, pairs)
+    else:
+        add_format_version(weights)
     exported = {
         "args": None,
         "cfg": cfg,

@@ -3,16 +3,15 @@
 fairseq casts the model to float16 or bfloat16 whatever the device; on a CPU
 that run crawls (one update of the paper-scale configs did not finish in ten
 minutes) and says nothing. With the plugin loaded, fairseq's Trainer refuses
-it with one line before anything is trained or written. ``FAIRSEQ_MAGIC_CPU_HALF=1``
+it with one line before anything is trained or written (``fairseq_patches.py``
+calls ``check_precision``). ``FAIRSEQ_MAGIC_CPU_HALF=1``
 lets a run through anyway (emulated half precision, for checking fairseq's
 fp16 optimizer wrappers on a tiny model).
 """
 
-import functools
 import os
 
 import torch
-from fairseq.trainer import Trainer
 
 from .errors import MagicError
 
@@ -40,19 +39,3 @@ def _has_xla() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _checked(init):
-    @functools.wraps(init)
-    def wrapped(self, cfg, *args, **kwargs):
-        check_precision(cfg)
-        return init(self, cfg, *args, **kwargs)
-
-    wrapped._fairseq_magic = True
-    return wrapped
-
-
-def patch_trainer() -> None:
-    """Check the precision when fairseq builds its Trainer (once)."""
-    if not getattr(Trainer.__init__, "_fairseq_magic", False):
-        Trainer.__init__ = _checked(Trainer.__init__)

@@ -11,8 +11,8 @@ an option of a ``fairseq-magic`` subcommand through its type::
 
 ``check_config`` enforces every declared range of a fairseq configuration (its
 task, model and criterion) in one pass; the plugin runs it when a fairseq
-command starts (``fairseq-train``, ``fairseq-validate``), before anything is
-built or written. ``fairseq-hydra-train`` imports the plugin only once it runs,
+command starts (``fairseq-train``, ``fairseq-validate``; see
+``fairseq_patches.py``), before anything is built or written. ``fairseq-hydra-train`` imports the plugin only once it runs,
 so each plugin task, model and criterion also runs ``check_section`` on its
 own options when fairseq builds it (the task first, before any data is read).
 A value outside its range is one line::
@@ -24,7 +24,6 @@ A value outside its range is one line::
 
 import argparse
 import dataclasses
-import functools
 import math
 import re
 from dataclasses import dataclass
@@ -186,22 +185,3 @@ def numeric_type(action: argparse.Action) -> Optional[Callable]:
     """int or float when ``action`` takes a number (ranged or not), else None."""
     kind = getattr(action.type, "kind", action.type)
     return kind if kind in (int, float) else None
-
-
-def check_when_fairseq_starts() -> None:
-    """Run ``check_config`` at the start of every fairseq command: ``fairseq-train``,
-    ``fairseq-hydra-train`` and ``fairseq-validate`` all hand their configuration to
-    ``distributed_utils.call_main`` before they build or write anything."""
-    from fairseq.distributed import utils as distributed_utils
-
-    call_main = distributed_utils.call_main
-    if getattr(call_main, "_fairseq_magic", False):
-        return
-
-    @functools.wraps(call_main)
-    def checked_call_main(cfg, main, **kwargs):
-        check_config(cfg)
-        return call_main(cfg, main, **kwargs)
-
-    checked_call_main._fairseq_magic = True
-    distributed_utils.call_main = checked_call_main

@@ -159,8 +159,7 @@ def theta_of(method: str, param: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 def theta_from_state(state: Dict[str, torch.Tensor]) -> torch.Tensor:
     """theta from saved architecture weights, without building anything."""
     param = state["param"].float()
-    mask = state.get("mask", torch.ones_like(param, dtype=torch.bool))  # saved since layer groups
-    return theta_of(ARCH_OPTIMIZERS[int(state["method"])], param, mask)
+    return theta_of(ARCH_OPTIMIZERS[int(state["method"])], param, state["mask"])
 
 
 def entropy_of(theta: torch.Tensor) -> float:

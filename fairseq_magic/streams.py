@@ -26,6 +26,14 @@ STREAM_ARCH_BATCHES = 9  # bilevel search's held-out batches
 STREAM_ALIGN_SENTENCES = 10  # MAGIC-A's --align-batch-fraction
 STREAM_FAIR_WINDOW = 11  # the fair sampler's permutation of each (layer, window)
 
+# Sub-streams: a stream's keys split into ranges, rng_for(seed, STREAM, OFFSET + n). Never renumber either.
+# STREAM_ANCHOR: keys below ANCHOR_AFTER_SHRINKING are epochs (the top-p policy's children at an epoch's start;
+# a random first anchor uses the key of the moment it is chosen)
+ANCHOR_AFTER_SHRINKING = 1_000_000  # + epoch: a new anchor when shrinking removed the old one
+ANCHOR_FIRST_CHILDREN = 2_000_000  # + key: the children the first anchor is chosen from
+# STREAM_INTERFERENCE: keys (layer, repeat) for `fairseq-magic interference`, and from here
+INTERFERENCE_DURING_TRAINING = 1_000_000  # + update: the samples of --interference-interval
+
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
     """An independent generator for (seed, keys...): no global RNG is touched."""

@@ -10,7 +10,7 @@ import torch
 from fairseq.models.roberta import RobertaHubInterface
 
 from conftest import PLUGIN, assert_one_error_line, fairseq_train, magic, run, train_log
-from fairseq_magic.checkpoint import decode_json
+from fairseq_magic.models.state_format import decode_json
 from fairseq_magic.models.child import MagicChildModel
 
 ARCH = "MHA2,FFN,CONV3,FFN,MHA2,FFN"

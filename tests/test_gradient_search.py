@@ -13,7 +13,7 @@ from conftest import (
     assert_one_error_line, batch, build, fairseq_train, launch_ranks, load_state, magic, read_child_log, train_log,
 )
 from fairseq_magic.errors import MagicError
-from fairseq_magic.checkpoint import arch_weights_state
+from fairseq_magic.models.state_format import arch_weights_state
 from fairseq_magic.modules.operators import FeedForward, SeparableConv, size_mask
 from fairseq_magic.relaxation import ArchitectureWeights, entropy_of, gumbel_noise, theta_from_state
 from fairseq_magic.space import SearchSpace, load_child

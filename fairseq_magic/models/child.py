@@ -28,10 +28,14 @@ from fairseq.utils import safe_getattr
 from omegaconf import II
 from omegaconf.errors import OmegaConfBaseException
 
-from ..checkpoint import CHILD_SPEC_KEY, SIZE_FIELDS, child_spec, decode_json, encode_json, size_config, torch_load
+from ..checkpoint import torch_load
 from ..errors import MagicError
 from ..ranges import check_section
 from ..space import Child, SearchSpace, load_child, names_a_file
+from .state_format import (
+    CHILD_SPEC_KEY, SIZE_FIELDS, add_format_version, child_spec, decode_json, encode_json, size_config, upgrade_state,
+    VersionedState,
+)
 from .supernet import ACTIVATIONS, build_roberta_model, writable
 
 logger = logging.getLogger("fairseq_magic.models.child")
@@ -141,15 +145,17 @@ def child_from_args(args):
 
 
 def _save_child_spec(module, state_dict, prefix, local_metadata):
+    add_format_version(state_dict, prefix)
     state_dict[prefix + CHILD_SPEC_KEY] = encode_json(child_spec(module.space, module.child))
 
 
 def _drop_child_spec(module, state_dict, prefix, *args):
+    upgrade_state(state_dict, prefix)  # done already when fairseq loads; not when torch's load_state_dict is called
     state_dict.pop(prefix + CHILD_SPEC_KEY, None)
 
 
 @register_model("magic_child", dataclass=MagicChildConfig)
-class MagicChildModel(RobertaModel):
+class MagicChildModel(VersionedState, RobertaModel):
     def __init__(self, args, encoder):
         super().__init__(args, encoder)
         self._register_state_dict_hook(_save_child_spec)

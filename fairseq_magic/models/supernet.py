@@ -39,16 +39,17 @@ from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from fairseq.utils import safe_getattr
 from omegaconf import II, OmegaConf
 
-from ..checkpoint import (
-    ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, arch_weights_state, check_dictionary, decode_json, encode_json, size_config,
-    supernet_space,
-)
+from ..checkpoint import check_dictionary
 from ..errors import MagicError
 from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
 from ..modules.entangled import EntangledSupernetLayer
 from ..ranges import check_section
 from ..search_state import SearchState
 from ..space import Child, SearchSpace, load_child, names_a_file
+from .state_format import (
+    ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, add_format_version, arch_weights_state, decode_json, encode_json, size_config,
+    supernet_space, upgrade_state, VersionedState,
+)
 
 ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
 
@@ -216,6 +217,7 @@ def _check_dictionary(module, state_dict, prefix, *args):
 
 def _save_search_state(module, state_dict, prefix, local_metadata):
     """State-dict hook: the search state (and architecture weights) are saved with the weights."""
+    add_format_version(state_dict, prefix)
     state_dict[prefix + SEARCH_STATE_KEY] = encode_json(module.search_state.to_dict())
     if module.arch_weights is not None:
         for key, value in module.arch_weights.state_dict().items():
@@ -224,6 +226,7 @@ def _save_search_state(module, state_dict, prefix, local_metadata):
 
 def _load_search_state(module, state_dict, prefix, *args):
     """Load pre-hook: take the search state out before parameters are matched."""
+    upgrade_state(state_dict, prefix)  # done already when fairseq loads; not when torch's load_state_dict is called
     encoded = state_dict.pop(prefix + SEARCH_STATE_KEY, None)
     if encoded is not None:
         module.search_state.load_dict(decode_json(encoded))
@@ -237,7 +240,7 @@ def _load_search_state(module, state_dict, prefix, *args):
 
 
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)
-class MagicSupernetModel(RobertaModel):
+class MagicSupernetModel(VersionedState, RobertaModel):
     """Chain-styled super-net: each layer chooses one of the candidate operators.
 
     ``search_state`` holds what training needs to resume a search exactly

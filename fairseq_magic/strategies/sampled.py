@@ -41,7 +41,7 @@ from ..samplers import GRADUAL_SAMPLERS, SAMPLERS, build_sampler, count_children
 from ..scoring import score_children, validation_batches
 from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..space import Child
-from ..streams import STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
+from ..streams import INTERFERENCE_DURING_TRAINING, STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
 from ..training_share import TrainingShares
 from .base import StrategyConfig, TrainingStrategy
 
@@ -194,7 +194,7 @@ class SampledTraining(TrainingStrategy):
         """One sample of the interference instrument (interference.py) on the probe
         batch: the same on every rank, and the weights are not touched."""
         start = time.perf_counter()
-        rng = rng_for(self.seed, STREAM_INTERFERENCE, 1_000_000 + update_num)
+        rng = rng_for(self.seed, STREAM_INTERFERENCE, INTERFERENCE_DURING_TRAINING + update_num)
         supernet = unwrap(model)
         device = next(supernet.parameters()).device
         batch = utils.apply_to_sample(lambda t: t.to(device), self.probe_batch())
