@@ -22,7 +22,7 @@ SIZES = {  # layers (RoBERTa), hidden, ffn, heads, tokens per sample, batch size
 
 def make_data(workdir: str, vocab: int) -> str:
     """A generated corpus, binarised with fairseq-preprocess."""
-    from fairseq_magic.corpus import synthetic_corpus
+    from fairseq_magic.data.corpus import synthetic_corpus
 
     synthetic_corpus(os.path.join(workdir, "train.txt"), int(os.environ.get("MAGIC_BENCH_LINES", 20000)), seed=0, vocab=vocab)
     synthetic_corpus(os.path.join(workdir, "valid.txt"), 500, seed=1, vocab=vocab)

@@ -55,7 +55,7 @@ def run(cmd, **kwargs):
 
 
 def data(workdir: str) -> str:
-    from fairseq_magic.corpus import synthetic_corpus
+    from fairseq_magic.data.corpus import synthetic_corpus
 
     synthetic_corpus(os.path.join(workdir, "train.txt"), 2000, seed=0)
     synthetic_corpus(os.path.join(workdir, "valid.txt"), 60, seed=1)

@@ -58,7 +58,7 @@ def build_method(method: str, data: str, size: str, extra, interval: int):
         argv += ["--align-every", "2"]
     trainer, task = build(argv)
     if method in ("spos", "magic-a"):  # handed the MAGIC-T walk, so that every method runs the same children
-        from fairseq_magic.samplers import GradualSampler
+        from fairseq_magic.training.samplers import GradualSampler
 
         task.strategy.sampler = GradualSampler(task.strategy.space, task.cfg.seed, gradual_k=1)
     return trainer, task
@@ -68,8 +68,8 @@ def draw_times(space, updates: int = 2000) -> dict:
     """Mean seconds per update of each sampler's draw, counts kept as training keeps them."""
     import time
 
-    from fairseq_magic.samplers import SAMPLERS, build_sampler
-    from fairseq_magic.training_share import TrainingShares
+    from fairseq_magic.training.samplers import SAMPLERS, build_sampler
+    from fairseq_magic.training.training_share import TrainingShares
 
     out = {}
     for name in SAMPLERS:

@@ -34,8 +34,8 @@ def evolution_generation(space, rng, population: int, before: int = 0, parents: 
     half crossovers of the best ``parents`` of the population. ``before`` generations
     are evolved first under a stand-in score (the number of FFN layers; speed does not
     depend on which score selects), so that the parents are related as in a running search."""
-    from fairseq_magic.samplers import uniform_child
-    from fairseq_magic.search import crossover, mutate
+    from fairseq_magic.training.samplers import uniform_child
+    from fairseq_magic.search.evolution import crossover, mutate
 
     ffn = space.candidate_names.index("FFN")
     current = [uniform_child(space, rng) for _ in range(population)]
@@ -54,8 +54,8 @@ def main():
     args = parser.parse_args()
     from fairseq import utils
 
-    from fairseq_magic.samplers import uniform_child
-    from fairseq_magic.scoring import score_children, validation_batches
+    from fairseq_magic.training.samplers import uniform_child
+    from fairseq_magic.search.scoring import score_children, validation_batches
     from fairseq_magic.streams import rng_for
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)

@@ -48,7 +48,7 @@ def build_fixed(model: str, data: str, size: str, extra):
 
 
 class FixedChild:
-    """A sampler (samplers.py's interface) that always gives MHA,FFN,MHA,FFN,..."""
+    """A sampler (training/samplers.py's interface) that always gives MHA,FFN,MHA,FFN,..."""
 
     per_micro_batch = False
 

@@ -61,7 +61,7 @@ def layer_list(text: str, option: str = "--layers") -> list:
 
 
 def cmd_corpus(args) -> None:
-    from . import corpus
+    from .data import corpus
 
     counts = corpus.build(output_folder(args.out), corpus=args.corpus, max_mb=args.max_mb, seed=args.seed)
     print(f"corpus: {counts['train']} train / {counts['valid']} valid / {counts['test']} test lines in {args.out}")
@@ -69,7 +69,7 @@ def cmd_corpus(args) -> None:
 
 def cmd_spm(args) -> None:
     """Train a sentencepiece model on train.txt and encode every split as pieces."""
-    from .corpus import encode_file, train_sentencepiece
+    from .data.corpus import encode_file, train_sentencepiece
 
     train = os.path.join(args.data, "train.txt")
     if not os.path.isfile(train):
@@ -85,7 +85,7 @@ def cmd_spm(args) -> None:
 
 
 def cmd_topics(args) -> None:
-    from .corpus import topic_dataset
+    from .data.corpus import topic_dataset
 
     counts = topic_dataset(output_folder(args.out), per_label=args.per_label, seed=args.seed)
     print(f"topic data set (numeric vs stdlib docstrings): {counts['train']} train / {counts['dev']} dev in {args.out}")
@@ -95,7 +95,7 @@ def cmd_encode(args) -> None:
     """Encode text files with a sentencepiece model, one output file per input (FILE.spm)."""
     import sentencepiece as spm
 
-    from .corpus import encode_file
+    from .data.corpus import encode_file
 
     if not os.path.isfile(args.spm):
         raise MagicError(f"sentencepiece model not found: {args.spm}")
@@ -109,7 +109,7 @@ def cmd_encode(args) -> None:
 
 def cmd_glue_prep(args) -> None:
     """Raw GLUE task folders -> encoded, binarised folders for sentence_prediction."""
-    from .glue import prepare
+    from .data.glue import prepare
 
     spm_model = args.spm or (os.path.join(args.model, "sentencepiece.bpe.model") if args.model else "")
     dictionary = args.dict or (os.path.join(args.model, "dict.txt") if args.model else "")
@@ -157,7 +157,7 @@ def cmd_space(args) -> None:
 def cmd_export(args) -> None:
     """Write a child of a super-net checkpoint as a stand-alone magic_child checkpoint."""
     from . import models  # noqa: F401  (registers the architectures)
-    from .export import export_child
+    from .search.export import export_child
 
     result = export_child(args.checkpoint, args.arch, output_file(args.out), args.sentencepiece_model, args.format)
     logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
@@ -168,7 +168,7 @@ def cmd_derive(args) -> None:
     """The argmax child of a gradient-based search, as an architecture file."""
     from .checkpoint import load_supernet_checkpoint
     from .models.state_format import arch_weights_state
-    from .relaxation import entropy_of, theta_from_state
+    from .training.arch_weights import entropy_of, theta_from_state
     from .space import save_child
 
     output_file(args.out)
@@ -190,7 +190,7 @@ def cmd_derive(args) -> None:
 
 def load_supernet_for_scoring(args, checkpoint: str):
     """(model, task, space, batches) of ``checkpoint`` as the options of add_scoring_options say."""
-    from .scoring import load_for_scoring
+    from .search.scoring import load_for_scoring
 
     return load_for_scoring(checkpoint, args.data, args.subset, args.sentences, args.batch_size,
                             cpu=args.cpu, fp16=args.fp16)
@@ -200,8 +200,8 @@ def cmd_search(args) -> None:
     """Evolution or random search over a trained super-net under size limits."""
     import numpy as np
 
-    from .search import Constraints, Limits, evolution, random_search, write_results
-    from .scoring import score_children
+    from .search.evolution import Constraints, Limits, evolution, random_search, write_results
+    from .search.scoring import score_children
 
     output_folder(args.out)
     model, task, space, batches = load_supernet_for_scoring(args, args.checkpoint)
@@ -244,7 +244,7 @@ def supernet_labels(labels: str, checkpoints) -> list:
 
 def cmd_interference(args) -> None:
     """Gradient cosine similarity of children on a shared operator (Fig. 2, 8)."""
-    from .interference import measure, write_report
+    from .analysis.interference import measure, write_report
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     labels = supernet_labels(args.labels, checkpoints)
@@ -265,13 +265,13 @@ def cmd_interference(args) -> None:
 
 
 def cmd_rank_sample(args) -> None:
-    from . import rank_correlation
+    from .analysis import rank_correlation
     from .checkpoint import load_supernet_checkpoint
 
     output_folder(args.out)
     _, _, space = load_supernet_checkpoint(args.checkpoint)
     if args.list:
-        from .corpus import read_text_lines
+        from .data.corpus import read_text_lines
 
         children = [space.parse(line.strip()) for line in read_text_lines(args.list, "--list file") if line.strip()]
         names = rank_correlation.write_children(space, children, args.out)
@@ -283,7 +283,7 @@ def cmd_rank_sample(args) -> None:
 def cmd_rank_train(args) -> None:
     import shlex
 
-    from . import rank_correlation
+    from .analysis import rank_correlation
 
     if bool(args.finetune_data) != bool(args.finetune_args):
         raise MagicError("--finetune-data and --finetune-args go together")
@@ -302,8 +302,8 @@ def cmd_rank_train(args) -> None:
 
 def cmd_rank_correlate(args) -> None:
     """Kendall's tau of each super-net's estimates against stand-alone training (Table 1)."""
-    from . import rank_correlation
-    from .scoring import score_children
+    from .analysis import rank_correlation
+    from .search.scoring import score_children
 
     output_folder(args.out)
     space, children = rank_correlation.read_children(args.dir)
@@ -326,9 +326,9 @@ def cmd_rank_correlate(args) -> None:
 
 
 def training_figures(state, space, children):
-    """A super-net's training shares (training_share.py) and each child's over-training;
+    """A super-net's training shares (training/training_share.py) and each child's over-training;
     None when its checkpoint holds no training counts (written before they were kept)."""
-    from .training_share import TrainingShares
+    from .training.training_share import TrainingShares
 
     if not state.visits:
         return None

@@ -13,14 +13,14 @@ import numpy as np
 
 # Streams drawn from one seed; distinct keys keep them independent. Never renumber:
 # a run's choices (and a resumed run's) depend on these values.
-STREAM_TRAIN = 0  # the child of each update (samplers.py)
+STREAM_TRAIN = 0  # the child of each update (training/samplers.py)
 STREAM_VALID_CHILDREN = 1  # the fixed validation children
 STREAM_INITIAL_CHILD = 2  # MAGIC-T's first child
-STREAM_ANCHOR = 3  # MAGIC-A's anchor candidates (anchor.py)
+STREAM_ANCHOR = 3  # MAGIC-A's anchor candidates (training/anchor.py)
 STREAM_AVERAGE_TARGET = 4  # MAGIC-A's --align-target average
 STREAM_SHRINK = 5  # progressive shrinking's scored children
-STREAM_INTERFERENCE = 6  # interference.py, and its samples during training
-STREAM_RANK = 7  # rank_correlation.py's children
+STREAM_INTERFERENCE = 6  # analysis/interference.py, and its samples during training
+STREAM_RANK = 7  # analysis/rank_correlation.py's children
 STREAM_GUMBEL = 8  # GDAS's noise
 STREAM_ARCH_BATCHES = 9  # bilevel search's held-out batches
 STREAM_ALIGN_SENTENCES = 10  # MAGIC-A's --align-batch-fraction

@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from fairseq_magic.corpus import synthetic_corpus
+from fairseq_magic.data.corpus import synthetic_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = str(ROOT / "fairseq_magic")

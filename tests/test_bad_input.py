@@ -1,4 +1,4 @@
-"""Every row of the README's bad-input table, as a user (or an attacker) meets it.
+"""Every row of the bad-input table (docs/checkpoints-and-bad-input.md), as a user (or an attacker) meets it.
 
 Each case below is named by the id in the table's first column; the first test
 checks that the table and the cases agree, so a row cannot go untested.
@@ -44,8 +44,8 @@ def run_all(commands: dict) -> dict:
 
 
 def readme_rows():
-    text = (ROOT / "README.md").read_text()
-    section = re.split(r"\n#{1,3} ", text[text.index("### Bad input"):])[0]
+    text = (ROOT / "docs" / "checkpoints-and-bad-input.md").read_text()
+    section = re.split(r"\n#{1,3} ", text[text.index("## Bad input"):])[0]
     return re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.M)
 
 

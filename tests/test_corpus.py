@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import magic
-from fairseq_magic.corpus import package_roots, prose_paragraphs, write_splits
+from fairseq_magic.data.corpus import package_roots, prose_paragraphs, write_splits
 from fairseq_magic.errors import MagicError
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fairseq_magic import corpus, glue
+from fairseq_magic.data import corpus, glue
 from fairseq_magic.errors import MagicError
 from fairseq_magic.models.supernet import resolve_child
 from fairseq_magic.space import SearchSpace, load_child

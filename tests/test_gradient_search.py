@@ -15,7 +15,7 @@ from conftest import (
 from fairseq_magic.errors import MagicError
 from fairseq_magic.models.state_format import arch_weights_state
 from fairseq_magic.modules.operators import FeedForward, SeparableConv, size_mask
-from fairseq_magic.relaxation import ArchitectureWeights, entropy_of, gumbel_noise, theta_from_state
+from fairseq_magic.training.arch_weights import ArchitectureWeights, entropy_of, gumbel_noise, theta_from_state
 from fairseq_magic.space import SearchSpace, load_child
 
 ENTANGLED = ["--weight-entanglement", "--candidate-ops", "MHA2,MHA4,FFN32,FFN64,CONV3,CONV5",
@@ -117,7 +117,7 @@ def test_entangled_supernet_holds_the_largest_choice_of_each_kind(data_bin):
 
 @pytest.mark.parametrize("space", [ENTANGLED, BERT_TANGLE], ids=["kinds", "bert"])
 def test_superposition_with_one_hot_theta_is_the_chosen_child(data_bin, space):
-    from fairseq_magic.samplers import uniform_child
+    from fairseq_magic.training.samplers import uniform_child
 
     _, _, model = build(data_bin, *space)
     model.eval()

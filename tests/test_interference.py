@@ -9,8 +9,8 @@ from fairseq import checkpoint_utils
 
 from conftest import fairseq_train, magic
 from fairseq_magic.errors import MagicError
-from fairseq_magic.interference import cosine_matrix, differing_children, gradient, measure
-from fairseq_magic.scoring import validation_batches
+from fairseq_magic.analysis.interference import cosine_matrix, differing_children, gradient, measure
+from fairseq_magic.search.scoring import validation_batches
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 
 from conftest import batch, build
 from fairseq_magic.errors import MagicError
-from fairseq_magic.frozen import hidden_from_optimizer
+from fairseq_magic.training.frozen import hidden_from_optimizer
 from fairseq_magic.space import SpaceError
 
 

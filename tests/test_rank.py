@@ -7,7 +7,7 @@ import pytest
 
 from conftest import magic
 from fairseq_magic.errors import MagicError
-from fairseq_magic.rank_correlation import compare_methods, correlation, top_of_ranking
+from fairseq_magic.analysis.rank_correlation import compare_methods, correlation, top_of_ranking
 
 
 def test_tau_of_a_list_with_itself_and_its_reverse():

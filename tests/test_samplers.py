@@ -1,14 +1,16 @@
-"""The fair samplers (FairNAS and the fair gradual walk) and the training-share instrument."""
+"""The samplers (training/samplers.py): MAGIC-T's gradual walk, the fair samplers (FairNAS and the
+fair gradual walk), and the training-share instrument."""
 
 import json
 
 import numpy as np
 import pytest
+from scipy.stats import chisquare
 
 from conftest import assert_one_error_line, fairseq_train, launch_ranks, load_state, read_child_log, train_log
-from fairseq_magic.samplers import FairGradualSampler, FairSampler, GradualSampler, UniformSampler, build_sampler
+from fairseq_magic.training.samplers import FairGradualSampler, FairSampler, GradualSampler, UniformSampler, build_sampler
 from fairseq_magic.space import SearchSpace, SpaceError, hamming
-from fairseq_magic.training_share import TrainingShares
+from fairseq_magic.training.training_share import TrainingShares
 
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
 GROUPED = SearchSpace.build(6, "MHA2,MHA4|FFN32,FFN64,CONV3", hidden_dim=32, ffn_dim=64)
@@ -153,3 +155,45 @@ def test_bad_sampler_settings_fail_clearly(data_bin, tmp_path, extra, message):
     proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "2", *extra, check=False)
     assert_one_error_line(proc, message)
     assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+# ---------------------------------------------------------------- MAGIC-T's gradual walk
+def gradual_walk(sampler, steps):
+    children, previous = [], None
+    for t in range(steps):
+        previous = sampler(t, previous)
+        children.append(previous)
+    return children
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_gradual_children_differ_in_exactly_k_layers(k):
+    children = gradual_walk(GradualSampler(SPACE, seed=5, gradual_k=k), 500)
+    assert all(hamming(a, b) == k for a, b in zip(children, children[1:]))
+
+
+def test_gradual_walk_visits_operators_uniformly():
+    """Consecutive children of the walk are correlated (a layer keeps its operator
+    for about N steps), which chi-square does not allow for; so the walk is thinned
+    beyond its mixing time: per layer the chain keeps its state with eigenvalue
+    1 - (k/N) C/(C-1) = 0.9, and 0.9**(5N) = 0.002."""
+    space = SearchSpace.build(12, "MHA6,MHA8,FFN,FFN832,CONV3,CONV5", hidden_dim=768, ffn_dim=768, qkv_dim=384)
+    thin = 5 * space.num_layers
+    children = np.array(gradual_walk(GradualSampler(space, seed=0, gradual_k=1), 2000 * thin))[thin::thin]
+    for layer in range(space.num_layers):
+        counts = np.bincount(children[:, layer], minlength=space.num_candidates)
+        # Bonferroni over the layers; a stuck or biased walk fails by orders of magnitude
+        assert chisquare(counts).pvalue > 0.01 / space.num_layers, (layer, counts)
+
+
+def test_gradual_is_a_pure_function_of_seed_update_and_previous():
+    a, b = GradualSampler(SPACE, seed=1), GradualSampler(SPACE, seed=1)
+    prev = (0, 1, 2, 3, 0, 1)
+    assert a(17, prev) == b(17, prev)
+    assert a(17, prev) != a(18, prev) or a(19, prev) != a(18, prev)
+
+
+@pytest.mark.parametrize("k", [0, -1, 7])
+def test_gradual_k_out_of_range_is_a_clear_error(k):
+    with pytest.raises(SpaceError, match="--gradual-k must be between 1 and the number of layers"):
+        build_sampler("gradual", SPACE, seed=0, gradual_k=k)

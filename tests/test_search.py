@@ -7,7 +7,7 @@ import pytest
 
 from conftest import magic
 from fairseq_magic.errors import MagicError
-from fairseq_magic.search import Constraints, Limits, evolution, random_search
+from fairseq_magic.search.evolution import Constraints, Limits, evolution, random_search
 from fairseq_magic.space import SearchSpace, load_child
 
 SPACE = SearchSpace.build(8, "MHA4,FFN,CONV3,CONV5", hidden_dim=64, ffn_dim=256)
@@ -121,8 +121,8 @@ def test_shared_prefix_scoring_equals_one_forward_per_child(data_bin, tmp_path, 
     from fairseq import checkpoint_utils
 
     from conftest import fairseq_train
-    from fairseq_magic.samplers import uniform_child
-    from fairseq_magic.scoring import score_children, validation_batches
+    from fairseq_magic.training.samplers import uniform_child
+    from fairseq_magic.search.scoring import score_children, validation_batches
 
     extra = [] if space == "plain" else ["--weight-entanglement", "--candidate-ops", "MHA2,MHA4,FFN32,FFN64,CONV3"]
     fairseq_train(data_bin, str(tmp_path), "--max-update", "3", *extra)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 
 from conftest import fairseq_train, load_state, read_child_log
-from fairseq_magic.samplers import GradualSampler, UniformSampler, count_children
-from fairseq_magic.shrinking import Removal, apply_removals, choose_removals, is_single_child, pair_losses
+from fairseq_magic.training.samplers import GradualSampler, UniformSampler, count_children
+from fairseq_magic.training.shrinking import Removal, apply_removals, choose_removals, is_single_child, pair_losses
 from fairseq_magic.space import SearchSpace, hamming
 
 SPACE = SearchSpace.build(4, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)

@@ -114,9 +114,9 @@ def test_groups_take_turns_over_the_layers():
 def test_grouped_space_sizes_files_and_sampling(tmp_path):
     import numpy as np
 
-    from fairseq_magic.samplers import build_sampler, count_children, uniform_child
-    from fairseq_magic.search import mutate
-    from fairseq_magic.shrinking import full_space
+    from fairseq_magic.training.samplers import build_sampler, count_children, uniform_child
+    from fairseq_magic.search.evolution import mutate
+    from fairseq_magic.training.shrinking import full_space
 
     layers = [sum(GROUPED.operator_params(GROUPED.candidates[c]) for c in options) for options in GROUPED.layer_options]
     assert GROUPED.supernet_params() == sum(layers)

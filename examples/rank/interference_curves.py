@@ -19,8 +19,8 @@ from collections import defaultdict
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from fairseq_magic.figures import pyplot  # noqa: E402
-from fairseq_magic.interference import training_samples  # noqa: E402
+from fairseq_magic.analysis.figures import pyplot  # noqa: E402
+from fairseq_magic.analysis.interference import training_samples  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -26,8 +26,8 @@ import sys
 from scipy import stats
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from fairseq_magic.figures import pyplot, save  # noqa: E402
-from fairseq_magic.interference import training_samples  # noqa: E402
+from fairseq_magic.analysis.figures import pyplot, save  # noqa: E402
+from fairseq_magic.analysis.interference import training_samples  # noqa: E402
 
 SETTING = re.compile(r"^([a-z])([0-9.]+)$")
 AXES = {"k": "k (layers changed per update)", "p": "anchor: the child at the top p% (r = 10)",

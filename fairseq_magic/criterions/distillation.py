@@ -40,7 +40,7 @@ from omegaconf import open_dict
 
 from ..errors import MagicError
 from ..ranges import check_section
-from ..mlm_loss import masked_lm_loss
+from .magic_mlm import masked_lm_loss
 
 
 @dataclass

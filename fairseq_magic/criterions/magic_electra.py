@@ -22,9 +22,9 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
-from ..electra import Generator, TokenDetectionHead, corrupt, describe, embedded, generator_space, restore_original
+from ..modules.generator import Generator, TokenDetectionHead, corrupt, describe, embedded, generator_space, restore_original
 from ..errors import MagicError
-from ..mlm_loss import cross_entropy
+from .magic_mlm import cross_entropy
 
 logger = logging.getLogger("fairseq_magic.criterions.magic_electra")
 COUNTS = ("replaced", "replaced_correct", "original", "original_correct", "disc_tokens")

@@ -48,8 +48,8 @@ class VersionedState:
         super().upgrade_state_dict_named(state_dict, name)
 
 
-SEARCH_STATE_KEY = "search_state"  # a super-net's SearchState (search_state.py), in its state dict
-ARCH_WEIGHTS_PREFIX = "arch_weights."  # theta and its optimiser (relaxation.py), in its state dict
+SEARCH_STATE_KEY = "search_state"  # a super-net's SearchState (models/search_state.py), in its state dict
+ARCH_WEIGHTS_PREFIX = "arch_weights."  # theta and its optimiser (training/arch_weights.py), in its state dict
 CHILD_SPEC_KEY = "child_spec"  # a magic_child's architecture and sizes, in its state dict
 # the model config's size fields and the SearchSpace attributes they hold
 SIZE_FIELDS = {"encoder_embed_dim": "hidden_dim", "encoder_ffn_embed_dim": "ffn_dim",

@@ -44,7 +44,7 @@ from ..errors import MagicError
 from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
 from ..modules.entangled import EntangledSupernetLayer
 from ..ranges import check_section
-from ..search_state import SearchState
+from .search_state import SearchState
 from ..space import Child, SearchSpace, load_child, names_a_file
 from .state_format import (
     ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, add_format_version, arch_weights_state, decode_json, encode_json, size_config,

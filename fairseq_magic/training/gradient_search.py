@@ -9,7 +9,7 @@ Gumbel-softmax over theta (``gdas``). One update, top to bottom:
                  erm: theta's gradient accumulated from the same backward
     end_update:  erm: theta's step (all-reduced over ranks)
 
-theta and its optimiser (``relaxation.py``) ride in the model's state dict; GDAS's
+theta and its optimiser (``training/arch_weights.py``) ride in the model's state dict; GDAS's
 noise and the held-out batches are pure functions of (seed, update, rank), so a
 resumed run continues exactly.
 """
@@ -25,11 +25,11 @@ from fairseq.logging import metrics
 
 from ..errors import MagicError
 from ..models.supernet import unwrap
-from ..relaxation import ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale
+from .arch_weights import ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale
 from ..streams import STREAM_GUMBEL, rank_and_world, rng_for
-from .base import TrainingStrategy
+from .strategy import TrainingStrategy
 
-logger = logging.getLogger("fairseq_magic.strategies.relaxed")
+logger = logging.getLogger("fairseq_magic.training.gradient_search")
 
 
 @dataclass

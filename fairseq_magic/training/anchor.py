@@ -14,7 +14,7 @@ Then one of two policies (Sec. 4 and Fig. 3b/c):
   anchor becomes the child ranked at the top p%, and is kept while it stays
   within the top (p - r)% .. (p + r)% of later epochs' rankings.
 
-The anchor's state is a plain dict, ``SearchState.anchor`` (search_state.py),
+The anchor's state is a plain dict, ``SearchState.anchor`` (models/search_state.py),
 so it is saved in every checkpoint and restored on resume.
 """
 
@@ -25,9 +25,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .samplers import Allowed, distinct_children, uniform_child
-from .search_state import SearchState
-from .space import Child, SearchSpace
-from .streams import ANCHOR_AFTER_SHRINKING, ANCHOR_FIRST_CHILDREN, STREAM_ANCHOR, rng_for
+from ..models.search_state import SearchState
+from ..space import Child, SearchSpace
+from ..streams import ANCHOR_AFTER_SHRINKING, ANCHOR_FIRST_CHILDREN, STREAM_ANCHOR, rng_for
 
 POLICIES = ("best", "top-p")
 

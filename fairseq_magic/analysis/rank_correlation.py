@@ -24,7 +24,7 @@ Table 1).
    (``top_of_ranking``): the true rank of the child the super-net ranks first,
    how many of its top 5 are in the true top 5, and the regret (the ground
    truth of its first child against the truly best one's). And how fairly each
-   super-net was trained (training_share.py, from its search state):
+   super-net was trained (training/training_share.py, from its search state):
    ``share_sd``, ``adjacent_share_sd``, and the Spearman correlation between a
    child's over-training and the residual of its estimate.
 """
@@ -40,11 +40,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from .errors import MagicError
+from ..errors import MagicError
 from .figures import pyplot, save
-from .samplers import distinct_children
-from .space import Child, SearchSpace, load_child, save_child
-from .streams import STREAM_RANK, rng_for
+from ..training.samplers import distinct_children
+from ..space import Child, SearchSpace, load_child, save_child
+from ..streams import STREAM_RANK, rng_for
 
 
 def correlation(estimates: Sequence[float], truths: Sequence[float]) -> Dict[str, float]:
@@ -125,7 +125,7 @@ def top_of_ranking(estimates: Sequence[float], truths: Sequence[float], top: int
 
 def over_training_correlation(estimates: Sequence[float], truths: Sequence[float],
                               over: Sequence[float]) -> Dict[str, float]:
-    """Spearman's rho (and p) between each child's over-training (training_share.py)
+    """Spearman's rho (and p) between each child's over-training (training/training_share.py)
     and the residual of its estimate after a least-squares line on the ground
     truth: positive when children of over-trained operators are over-estimated."""
     est, gt = np.asarray(estimates, dtype=float), np.asarray(truths, dtype=float)
@@ -202,7 +202,7 @@ def compare_methods(estimates: Dict[str, List[Sequence[float]]], truth: Sequence
 
 
 def _best(checkpoint: str) -> float:
-    from .checkpoint import torch_load
+    from ..checkpoint import torch_load
 
     # our own run's checkpoint: fairseq records the best validation metric in it
     return float(torch_load(checkpoint, map_location="cpu")["extra_state"]["best"])
@@ -229,7 +229,7 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
     ``progress`` (a tqdm bar) is reset to the number of trainings and counts them."""
     _, children = read_children(out_dir)
     truth = read_truth(out_dir)
-    plugin = os.path.dirname(os.path.abspath(__file__))
+    plugin = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: fairseq_magic/
     lock = threading.Lock()
     todo = []
     for i, name in enumerate(children):

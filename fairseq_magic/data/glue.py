@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .corpus import read_text_lines
-from .errors import MagicError
+from ..errors import MagicError
 
-logger = logging.getLogger("fairseq_magic.glue")
+logger = logging.getLogger("fairseq_magic.data.glue")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ sampled child per update (per micro-batch for FairNAS).
 
 One update, top to bottom (the task's hooks call these):
 
-    train_step:  child = child_for_update(t, i)   the sampler's choice (samplers.py), counted
-                                                   in the training shares (training_share.py)
+    train_step:  child = child_for_update(t, i)   the sampler's choice (training/samplers.py), counted
+                                                   in the training shares (training/training_share.py)
                  model.set_child(child)            only the child runs
                  alignment.begin_update(t)         MAGIC-A: the first anchor, when it starts
                  fairseq's train_step              criterion: masked-LM loss (+ alignment term)
@@ -33,19 +33,19 @@ import torch
 from fairseq import utils
 from fairseq.logging import metrics
 
-from ..alignment import Alignment
+from .alignment import Alignment
 from ..errors import MagicError
-from ..interference import sample_similarity
+from ..analysis.interference import sample_similarity
 from ..models.supernet import unwrap
-from ..samplers import GRADUAL_SAMPLERS, SAMPLERS, build_sampler, count_children, uniform_child, validation_children
-from ..scoring import score_children, validation_batches
-from ..shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
+from .samplers import GRADUAL_SAMPLERS, SAMPLERS, build_sampler, count_children, uniform_child, validation_children
+from ..search.scoring import score_children, validation_batches
+from .shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..space import Child
 from ..streams import INTERFERENCE_DURING_TRAINING, STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
-from ..training_share import TrainingShares
-from .base import StrategyConfig, TrainingStrategy
+from .training_share import TrainingShares
+from .strategy import StrategyConfig, TrainingStrategy
 
-logger = logging.getLogger("fairseq_magic.strategies.sampled")
+logger = logging.getLogger("fairseq_magic.training.single_path")
 
 
 @dataclass
@@ -191,7 +191,7 @@ class SampledTraining(TrainingStrategy):
             self._log_interference(model, update_num)
 
     def _log_interference(self, model, update_num: int) -> None:
-        """One sample of the interference instrument (interference.py) on the probe
+        """One sample of the interference instrument (analysis/interference.py) on the probe
         batch: the same on every rank, and the weights are not touched."""
         start = time.perf_counter()
         rng = rng_for(self.seed, STREAM_INTERFERENCE, INTERFERENCE_DURING_TRAINING + update_num)
@@ -204,7 +204,7 @@ class SampledTraining(TrainingStrategy):
 
     # ------------------------------------------------------------ progressive shrinking
     def _shrink(self, model, epoch: int) -> None:
-        """Progressive shrinking at the end of epoch ``epoch - 1`` (see shrinking.py)."""
+        """Progressive shrinking at the end of epoch ``epoch - 1`` (see training/shrinking.py)."""
         allowed = self.allowed or full_space(self.space)
         if is_single_child(allowed):
             return

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from fairseq import utils
 from fairseq.modules import LayerNorm
 
-from .errors import MagicError
-from .modules import ChildLayer, build_sublayer
-from .space import Child, SearchSpace
+from ..errors import MagicError
+from . import ChildLayer, build_sublayer
+from ..space import Child, SearchSpace
 
 _SIZED = re.compile(r"^(FFN|CONV)(\d+)$")
 

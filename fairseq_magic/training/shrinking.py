@@ -14,7 +14,7 @@ checkpoint's search state.
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from .space import Child, SearchSpace
+from ..space import Child, SearchSpace
 
 
 @dataclass

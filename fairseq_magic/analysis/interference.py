@@ -23,12 +23,12 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from .errors import MagicError
+from ..errors import MagicError
 from .figures import pyplot, save as _save
-from .mlm_loss import masked_lm_loss
-from .samplers import uniform_child
-from .streams import STREAM_INTERFERENCE, rng_for
-from .space import Child
+from ..criterions.magic_mlm import masked_lm_loss
+from ..training.samplers import uniform_child
+from ..streams import STREAM_INTERFERENCE, rng_for
+from ..space import Child
 
 
 _TRAINING_SAMPLE = re.compile(r"interference_cos=([-0-9.e]+).*num_updates=(\d+)")

@@ -20,7 +20,7 @@ import sysconfig
 import warnings
 from typing import Dict, Iterable, Iterator, List, Sequence
 
-from .errors import MagicError
+from ..errors import MagicError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
     L = L_mlm + lambda_t * sum_{n in aligned layers} MSE(H_n(anchor), H_n(child))
 
 This module owns MAGIC-A: lambda and its schedule, which layers are aligned,
-the warm-up, the anchor and its policy (``anchor.py`` keeps the anchor's state
+the warm-up, the anchor and its policy (``training/anchor.py`` keeps the anchor's state
 and rules), the anchor's targets and the term itself. The task calls its hooks
 (``begin_epoch``, ``begin_update``, ``end_update``, ``restrict``,
 ``validation_metrics``); the criterion asks for the term (``loss``) and its
@@ -55,13 +55,13 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from .anchor import POLICIES, Anchor, paired_comparison
-from .errors import MagicError
-from .models.supernet import resolve_child, unwrap
+from ..errors import MagicError
+from ..models.supernet import resolve_child, unwrap
 from .samplers import uniform_child
-from .scoring import score_children
-from .search_state import SearchState
-from .space import Child, SearchSpace
-from .streams import STREAM_ALIGN_SENTENCES, STREAM_AVERAGE_TARGET, rng_for
+from ..search.scoring import score_children
+from ..models.search_state import SearchState
+from ..space import Child, SearchSpace
+from ..streams import STREAM_ALIGN_SENTENCES, STREAM_AVERAGE_TARGET, rng_for
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from fairseq import utils
 
-from .errors import MagicError
-from .mlm_loss import cross_entropy
-from .space import Child
-from .streams import rank_and_world
+from ..errors import MagicError
+from ..criterions.magic_mlm import cross_entropy
+from ..space import Child
+from ..streams import rank_and_world
 
 
 @dataclass
@@ -134,8 +134,8 @@ def load_for_scoring(checkpoint: str, data: str = "", subset: str = "valid", sen
     on the device). ``data`` replaces the data directory the checkpoint records."""
     from fairseq import checkpoint_utils
 
-    from . import models  # noqa: F401  (registers the architectures)
-    from .checkpoint import load_supernet_checkpoint
+    from .. import models  # noqa: F401  (registers the architectures)
+    from ..checkpoint import load_supernet_checkpoint
 
     state, _, space = load_supernet_checkpoint(checkpoint, {"data": data} if data else None)
     data = state["cfg"]["task"]["data"]

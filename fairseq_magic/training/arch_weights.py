@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .errors import MagicError
-from .streams import STREAM_ARCH_BATCHES, rank_and_world, rng_for
+from ..errors import MagicError
+from ..streams import STREAM_ARCH_BATCHES, rank_and_world, rng_for
 
 ARCH_OPTIMIZERS = ("darts-adam", "darts-sgd", "gaea")
 RELAXATIONS = ("none", "mixture", "gdas")

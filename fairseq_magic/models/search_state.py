@@ -19,10 +19,10 @@ class SearchState:
     update: Optional[int] = None  # the update whose child is ``child``
     child: Optional[str] = None  # the architecture string of the child trained at ``update``
     micro: Optional[int] = None  # --sampler fair: the micro-batch of ``update`` that ``child`` is for
-    visits: Optional[Dict] = None  # training counts per (layer, operator) and adjacent pair (training_share.py)
+    visits: Optional[Dict] = None  # training counts per (layer, operator) and adjacent pair (training/training_share.py)
     allowed: Optional[List[List[int]]] = None  # each layer's candidates left by shrinking (None: all)
     shrink_epoch: Optional[int] = None  # the epoch whose start last shrank the space
-    anchor: Dict = field(default_factory=dict)  # MAGIC-A's anchor (anchor.py): arch, score, replacements, ...
+    anchor: Dict = field(default_factory=dict)  # MAGIC-A's anchor (training/anchor.py): arch, score, replacements, ...
     top_p_epoch: Optional[int] = None  # the epoch whose start last ran the anchor's top-p choice
 
     def to_dict(self) -> Dict:

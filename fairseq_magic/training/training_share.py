@@ -13,7 +13,7 @@ interference acts between adjacent layers. Its figures:
   sampling gives about ``sqrt((C - 1) / T)`` after T updates of C candidates);
 * ``adjacent_share_sd``: the same over the combinations of adjacent layers;
 * ``excess(layer)``: each operator's count minus the layer's fair share, which
-  the fair gradual walk (samplers.py) steers by.
+  the fair gradual walk (training/samplers.py) steers by.
 
 The counts live in the ``SearchState`` (``visits``, plain JSON) that the
 checkpoint carries, so they survive a resume and are the same on every rank.
@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .space import Child, SearchSpace
+from ..space import Child, SearchSpace
 
 Allowed = Optional[Sequence[Sequence[int]]]
 

@@ -26,8 +26,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .space import Child, SearchSpace, SpaceError
-from .streams import STREAM_FAIR_WINDOW, STREAM_INITIAL_CHILD, STREAM_TRAIN, STREAM_VALID_CHILDREN, rng_for
+from ..space import Child, SearchSpace, SpaceError
+from ..streams import STREAM_FAIR_WINDOW, STREAM_INITIAL_CHILD, STREAM_TRAIN, STREAM_VALID_CHILDREN, rng_for
 from .training_share import TrainingShares
 
 # The candidates still allowed in each layer of a shrunk space (None: all of them).

@@ -18,7 +18,7 @@ from fairseq.optim import FairseqOptimizer
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin
 
-from .errors import MagicError
+from ..errors import MagicError
 
 
 def _innermost(optimizer, params: List[torch.Tensor]) -> Tuple[torch.optim.Optimizer, List[torch.Tensor]]:

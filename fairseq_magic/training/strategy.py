@@ -7,7 +7,7 @@ from typing import Callable, Dict
 import torch
 from fairseq.dataclass import FairseqDataclass
 
-from ..search_state import SearchState
+from ..models.search_state import SearchState
 from ..space import SearchSpace
 from ..streams import rank_and_world
 

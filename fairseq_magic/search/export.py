@@ -31,15 +31,15 @@ import torch
 from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
-from .checkpoint import atomic_save, load_supernet_checkpoint
-from .models.state_format import (
+from ..checkpoint import atomic_save, load_supernet_checkpoint
+from ..models.state_format import (
     ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, FORMAT_VERSION_KEY, SEARCH_STATE_KEY, add_format_version, child_spec,
     encode_json,
 )
-from .errors import MagicError
-from .models.supernet import resolve_child
-from .modules.entangled import slice_state
-from .space import Child, SearchSpace
+from ..errors import MagicError
+from ..models.supernet import resolve_child
+from ..modules.entangled import slice_state
+from ..space import Child, SearchSpace
 
 _CANDIDATE_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)candidates\.(\d+)\.(.*)$")
 _KIND_KEY = re.compile(r"^(.*\.layers\.(\d+)\.)kinds\.([A-Z]+)\.(.*)$")  # weight-entangled layers

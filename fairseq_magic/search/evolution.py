@@ -1,7 +1,7 @@
 """Search a trained super-net: evolution or random search under size limits.
 
 Children are scored with the shared weights on a fixed validation slice (see
-``scoring.py``): the batches are collated and moved to the device once, a child
+``search/scoring.py``): the batches are collated and moved to the device once, a child
 is chosen by flipping each layer's active index (no rebuilding, no weight
 copies), and every child is scored at most once. Limits on parameters (the
 whole model, embeddings included) and forward FLOPs (per sequence of
@@ -22,10 +22,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .errors import MagicError
-from .samplers import uniform_child
+from ..errors import MagicError
+from ..training.samplers import uniform_child
 from .scoring import ChildScore
-from .space import Child, SearchSpace, save_child
+from ..space import Child, SearchSpace, save_child
 
 logger = logging.getLogger(__name__)
 

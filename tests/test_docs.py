@@ -1,0 +1,78 @@
+"""The commands the README and docs/ show exist: every ``fairseq-magic``
+subcommand and option they name, and every option of a ``fairseq-train`` /
+``fairseq-validate`` line in their code blocks (parsed with the task, model and
+criterion the line names, the plugin loaded)."""
+
+import re
+import shlex
+
+import pytest
+from fairseq import options
+
+from conftest import PLUGIN, ROOT
+from fairseq_magic import cli
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"```(?:bash|sh|shell)\n(.*?)```", re.S)  # output blocks carry no language
+
+
+def commands(page):
+    """Each command line of the page's code blocks (continuations joined, comments dropped)."""
+    for block in BLOCK.findall(page.read_text()):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith(("fairseq-magic ", "fairseq-train ", "fairseq-validate ")):
+                yield line
+
+
+def words(line):
+    line = re.sub(r"\$\{?\w+\}?", "X", line.replace("...", ""))
+    try:
+        return shlex.split(line)
+    except ValueError:  # a quote the line leaves open (a shell snippet's)
+        return line.split()
+
+
+CASES = [pytest.param(page, line, id=f"{page.name}: {line[:60]}") for page in PAGES for line in commands(page)]
+
+
+def test_the_pages_show_commands():
+    assert len(CASES) > 15
+    assert {p.name for p in PAGES} >= {"README.md", "training.md", "search-export-finetune.md", "measuring.md"}
+
+
+def magic_options(argv):
+    """The subcommand's parser and the options it knows."""
+    parser = cli.build_parser()
+    for word in argv:
+        sub = next((a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"), None)
+        if sub is None or word not in sub.choices:
+            break
+        parser = sub.choices[word]
+    return parser, {s for a in parser._actions for s in a.option_strings}
+
+
+def fairseq_options(argv, validate: bool):
+    """The options fairseq's parser knows for the task, model and criterion the line names."""
+    chosen = []
+    for flag in ("--task", "--arch", "--criterion", "--optimizer", "--lr-scheduler"):
+        if flag in argv:
+            chosen += [flag, argv[argv.index(flag) + 1]]
+    if "--arch" not in chosen and not validate:  # a line that leaves the model out ("..."): the plugin's
+        chosen += ["--arch", "magic_supernet_tiny" if "magic_masked_lm" in chosen else "magic_child"]
+    parser = options.get_validation_parser() if validate else options.get_training_parser()
+    options.parse_args_and_arch(parser, ["data", "--user-dir", PLUGIN, *chosen], parse_known=True)
+    known = {s for a in parser._actions for s in a.option_strings}
+    return known
+
+
+@pytest.mark.parametrize("page,line", CASES)
+def test_a_command_the_docs_show_exists(page, line):
+    argv = words(line)
+    given = {w.split("=")[0] for w in argv if w.startswith("--") and " " not in w}
+    if argv[0] == "fairseq-magic":
+        parser, known = magic_options(argv[1:])
+        assert parser.prog != "fairseq-magic", f"no such subcommand: {line}"
+    else:
+        known = fairseq_options(argv, validate=argv[0] == "fairseq-validate")
+    assert given <= known, f"{page.name}: unknown options {sorted(given - known)} in: {line}"
