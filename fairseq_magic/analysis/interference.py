@@ -23,12 +23,13 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..errors import MagicError
-from .figures import pyplot, save as _save
 from ..criterions.magic_mlm import masked_lm_loss
-from ..training.samplers import uniform_child
-from ..streams import STREAM_INTERFERENCE, rng_for
+from ..errors import MagicError
+from ..models.supernet import train_mode
 from ..space import Child
+from ..streams import STREAM_INTERFERENCE, rng_for
+from ..training.samplers import uniform_child
+from .figures import pyplot, save as _save
 
 
 _TRAINING_SAMPLE = re.compile(r"interference_cos=([-0-9.e]+).*num_updates=(\d+)")
@@ -51,16 +52,11 @@ def gradient(supernet, child: Child, params: Sequence[torch.nn.Parameter], batch
     without dropout (deterministic) and without touching any ``.grad``."""
     pad = supernet.encoder.dictionary.pad()
     total = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    was_training = supernet.training
-    supernet.eval()
-    try:
-        with supernet.child_context(child):
-            for sample in batches:
-                loss = masked_lm_loss(supernet, sample, pad).loss
-                for t, g in zip(total, torch.autograd.grad(loss, params)):
-                    t += g.double()
-    finally:
-        supernet.train(was_training)
+    with train_mode(supernet, training=False), supernet.child_context(child):
+        for sample in batches:
+            loss = masked_lm_loss(supernet, sample, pad).loss
+            for t, g in zip(total, torch.autograd.grad(loss, params)):
+                t += g.double()
     return torch.cat([t.flatten() for t in total])
 
 

@@ -41,10 +41,10 @@ import numpy as np
 from scipy import stats
 
 from ..errors import MagicError
-from .figures import pyplot, save
-from ..training.samplers import distinct_children
 from ..space import Child, SearchSpace, load_child, save_child
 from ..streams import STREAM_RANK, rng_for
+from ..training.samplers import distinct_children
+from .figures import pyplot, save
 
 
 def correlation(estimates: Sequence[float], truths: Sequence[float]) -> Dict[str, float]:

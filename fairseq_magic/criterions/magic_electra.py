@@ -22,8 +22,8 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
-from ..modules.generator import Generator, TokenDetectionHead, corrupt, describe, embedded, generator_space, restore_original
 from ..errors import MagicError
+from ..modules.generator import Generator, TokenDetectionHead, corrupt, describe, embedded, generator_space, restore_original
 from .magic_mlm import cross_entropy
 
 logger = logging.getLogger("fairseq_magic.criterions.magic_electra")

@@ -26,8 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .corpus import read_text_lines
 from ..errors import MagicError
+from .corpus import read_text_lines
 
 logger = logging.getLogger("fairseq_magic.data.glue")
 

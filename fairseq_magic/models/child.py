@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model
 from fairseq.models.roberta.model import RobertaModel, base_architecture as roberta_base_architecture
@@ -36,13 +35,13 @@ from .state_format import (
     CHILD_SPEC_KEY, SIZE_FIELDS, add_format_version, child_spec, decode_json, encode_json, size_config, upgrade_state,
     VersionedState,
 )
-from .supernet import ACTIVATIONS, build_roberta_model, writable
+from .supernet import EncoderOptions, build_roberta_model, writable
 
 logger = logging.getLogger("fairseq_magic.models.child")
 
 
 @dataclass
-class MagicChildConfig(FairseqDataclass):
+class MagicChildConfig(EncoderOptions):
     child_arch: str = field(
         default="", metadata={"help": "the child: an architecture file, or a string like MHA12,FFN,CONV3 "
                                       "(default: the architecture of the --restore-file checkpoint)"})
@@ -63,17 +62,8 @@ class MagicChildConfig(FairseqDataclass):
         default=None, metadata={"range": "[0, inf)",
                                 "help": "fixed head width: MHA<h> has h heads of this width (default: as above, "
                                         "else the Q/K/V width over h)"})
-    dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on each sub-layer's output"})
-    attention_dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on attention weights"})
-    activation_dropout: float = field(default=0.0, metadata={"range": "[0, 1)",
-                                                             "help": "dropout after the FFN activation"})
-    activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
-    pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
-    pooler_dropout: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "classification head dropout"})
     max_positions: Optional[int] = field(default=None, metadata={"range": "[1, inf)",
                                                                  "help": "positions (default: the task's)"})
-    untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
-    spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
     # where the run restores from (not options of the model): a restored magic_child gives the architecture
     restore_file: str = II("checkpoint.restore_file")
     save_dir: str = II("checkpoint.save_dir")

@@ -19,7 +19,7 @@ the embedding output first).
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
@@ -44,8 +44,8 @@ from ..errors import MagicError
 from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
 from ..modules.entangled import EntangledSupernetLayer
 from ..ranges import check_section
-from .search_state import SearchState
 from ..space import Child, SearchSpace, load_child, names_a_file
+from .search_state import SearchState
 from .state_format import (
     ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, add_format_version, arch_weights_state, decode_json, encode_json, size_config,
     supernet_space, upgrade_state, VersionedState,
@@ -55,7 +55,22 @@ ACTIVATIONS = ChoiceEnum(utils.get_available_activation_fns())
 
 
 @dataclass
-class MagicSupernetConfig(FairseqDataclass):
+class EncoderOptions(FairseqDataclass):
+    """What both models take beside their architecture: RoBERTa's dropouts, activations and head."""
+
+    dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on each sub-layer's output"})
+    attention_dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on attention weights"})
+    activation_dropout: float = field(default=0.0, metadata={"range": "[0, 1)",
+                                                             "help": "dropout after the FFN activation"})
+    activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
+    pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
+    pooler_dropout: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "classification head dropout"})
+    untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
+    spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
+
+
+@dataclass
+class MagicSupernetConfig(EncoderOptions):
     supernet_layers: int = field(
         default=26, metadata={"range": "[1, inf)", "help": "number of super-net layers; each layer runs one operator"}
     )
@@ -83,16 +98,7 @@ class MagicSupernetConfig(FairseqDataclass):
         metadata={"help": "weight-entangled space: the candidates of a kind share the largest one's weights "
                   "(MHA<h>: first h heads, FFN<d>: first d units, CONV<k>: centre k taps)"},
     )
-    dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on each sub-layer's output"})
-    attention_dropout: float = field(default=0.1, metadata={"range": "[0, 1)", "help": "dropout on attention weights"})
-    activation_dropout: float = field(default=0.0, metadata={"range": "[0, 1)",
-                                                             "help": "dropout after the FFN activation"})
-    activation_fn: ACTIVATIONS = field(default="gelu", metadata={"help": "FFN activation"})
-    pooler_activation_fn: ACTIVATIONS = field(default="tanh", metadata={"help": "classification head activation"})
-    pooler_dropout: float = field(default=0.0, metadata={"range": "[0, 1)", "help": "classification head dropout"})
     max_positions: int = II("task.tokens_per_sample")
-    untie_weights_roberta: bool = field(default=False, metadata={"help": "untie input and output embeddings"})
-    spectral_norm_classification_head: bool = field(default=False, metadata={"help": "spectral norm on the head"})
 
 
 def resolve_child(arch: Union[str, Sequence[int]], space: SearchSpace) -> Child:
@@ -384,10 +390,28 @@ class MagicSupernetModel(VersionedState, RobertaModel):
         return unused
 
 
+@contextmanager
+def train_mode(module: nn.Module, training: bool) -> Iterator[None]:
+    """``module`` in train (``training``) or eval mode inside a ``with`` block, then as it was."""
+    was = module.training
+    module.train(training)
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+def wrappers(model) -> Iterator[nn.Module]:
+    """``model`` and each module fairseq's distributed wrappers hold inside it (``.module``), outermost first."""
+    yield model
+    while hasattr(model, "module"):
+        model = model.module
+        yield model
+
+
 def unwrap(model) -> MagicSupernetModel:
     """The super-net inside fairseq's distributed wrappers."""
-    while not isinstance(model, MagicSupernetModel) and hasattr(model, "module"):
-        model = model.module
+    model = next((m for m in wrappers(model) if isinstance(m, MagicSupernetModel)), model)
     if not isinstance(model, MagicSupernetModel):
         raise MagicError(
             f"task magic_masked_lm trains a super-net (--arch magic_supernet*), got {type(model).__name__}"
@@ -403,17 +427,10 @@ def _set_defaults(args, **defaults):
 # ``--arch magic_supernet`` itself is registered by register_model (dataclass
 # defaults, which are these); build_model applies this function as well.
 def magic_supernet_base(args):
-    _set_defaults(
-        args,
-        supernet_layers=26,
-        candidate_ops="MHA12,FFN,CONV3,CONV5",
-        encoder_embed_dim=768,
-        encoder_ffn_embed_dim=3072,
-        attention_qkv_dim=0,
-        embed_factor_dim=512,
-        child_arch="",
-        weight_entanglement=False,
-    )
+    """The config's defaults for what the command line and a named architecture left unset
+    (the space's fields; RoBERTa-base's for the rest)."""
+    own = [f for f in fields(MagicSupernetConfig) if f.name not in EncoderOptions.__dataclass_fields__]
+    _set_defaults(args, **{f.name: f.default for f in own if not str(f.default).startswith("${")})
     roberta_base_architecture(args)
 
 

@@ -27,8 +27,8 @@ from fairseq import utils
 from fairseq.modules import LayerNorm
 
 from ..errors import MagicError
-from . import ChildLayer, build_sublayer
 from ..space import Child, SearchSpace
+from . import ChildLayer, build_sublayer
 
 _SIZED = re.compile(r"^(FFN|CONV)(\d+)$")
 

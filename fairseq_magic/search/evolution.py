@@ -23,9 +23,9 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import MagicError
+from ..space import Child, SearchSpace, save_child
 from ..training.samplers import uniform_child
 from .scoring import ChildScore
-from ..space import Child, SearchSpace, save_child
 
 logger = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
 from ..checkpoint import atomic_save, load_supernet_checkpoint
+from ..errors import MagicError
 from ..models.state_format import (
     ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, FORMAT_VERSION_KEY, SEARCH_STATE_KEY, add_format_version, child_spec,
     encode_json,
 )
-from ..errors import MagicError
-from ..models.supernet import resolve_child
+from ..models.supernet import EncoderOptions, resolve_child
 from ..modules.entangled import slice_state
 from ..space import Child, SearchSpace
 
@@ -67,8 +67,7 @@ def child_state_dict(supernet_state: Dict[str, torch.Tensor], child: Child, spac
 
 def child_model_cfg(supernet_cfg, space: SearchSpace, child: Child) -> dict:
     """The magic_child model config: the super-net's settings, the child's architecture."""
-    keep = ("dropout", "attention_dropout", "activation_dropout", "activation_fn", "pooler_activation_fn",
-            "pooler_dropout", "max_positions", "untie_weights_roberta", "spectral_norm_classification_head")
+    keep = (*EncoderOptions.__dataclass_fields__, "max_positions")
     cfg = {k: supernet_cfg[k] for k in keep if k in supernet_cfg}
     cfg.update(_name="magic_child", **child_spec(space, child))
     return cfg

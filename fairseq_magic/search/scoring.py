@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from fairseq import utils
 
-from ..errors import MagicError
 from ..criterions.magic_mlm import cross_entropy
+from ..errors import MagicError
+from ..models.supernet import train_mode
 from ..space import Child
 from ..streams import rank_and_world
 
@@ -66,8 +67,6 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
     children share is computed once. The numbers are those of one forward per
     child (``shared_prefixes=False``), exactly.
     """
-    was_training = model.training
-    model.eval()
     device = next(supernet.parameters()).device
     pad = supernet.encoder.dictionary.pad()
     size = torch.tensor([max([int(b["id"].max()) + 1 for b in batches] or [0])], device=device)
@@ -82,7 +81,7 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
         per_token = torch.stack([loss, (logits.argmax(-1) == targets).float(), torch.ones_like(loss)], dim=1)
         sums[i].index_add_(0, rows, per_token.double())  # (masked tokens, 3)
 
-    try:
+    with train_mode(model, training=False):
         for sample in batches:
             sample = utils.apply_to_sample(lambda t: t.to(device), sample)
             masked = sample["target"].ne(pad)  # (B, T)
@@ -95,8 +94,6 @@ def score_children(model, supernet, children: Sequence[Child], batches: Sequence
                 for i, child in enumerate(children):
                     with supernet.child_context(child):
                         add(i, supernet(**sample["net_input"], masked_tokens=masked)[0], sample, masked)
-    finally:
-        model.train(was_training)
     if rank_and_world()[1] > 1:
         torch.distributed.all_reduce(sums)
     sums = sums.cpu().numpy()

@@ -24,12 +24,12 @@ from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
-from ..training.alignment import AlignmentConfig
 from ..errors import MagicError
-from ..training.frozen import hidden_from_optimizer
 from ..models.supernet import unwrap
 from ..ranges import check_section
 from ..training import RelaxationConfig, SampledConfig, TrainingStrategy, strategy_class
+from ..training.alignment import AlignmentConfig
+from ..training.frozen import hidden_from_optimizer
 
 
 @dataclass

@@ -19,9 +19,9 @@ model's state dict.
 """
 
 from ..errors import MagicError
-from .strategy import StrategyConfig, TrainingStrategy  # noqa: F401
 from .gradient_search import RELAXATIONS, RelaxationConfig, RelaxedTraining  # noqa: F401
 from .single_path import SampledConfig, SampledTraining  # noqa: F401
+from .strategy import StrategyConfig, TrainingStrategy  # noqa: F401
 
 
 def strategy_class(cfg) -> type:

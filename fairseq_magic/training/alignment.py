@@ -54,14 +54,14 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from .anchor import POLICIES, Anchor, paired_comparison
 from ..errors import MagicError
-from ..models.supernet import resolve_child, unwrap
-from .samplers import uniform_child
-from ..search.scoring import score_children
 from ..models.search_state import SearchState
+from ..models.supernet import resolve_child, train_mode, unwrap, wrappers
+from ..search.scoring import score_children
 from ..space import Child, SearchSpace
 from ..streams import STREAM_ALIGN_SENTENCES, STREAM_AVERAGE_TARGET, rng_for
+from .anchor import POLICIES, Anchor, paired_comparison
+from .samplers import uniform_child
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +158,6 @@ def masked_mse(states: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], 
     return sum((((s.float() - t.float()) ** 2) * keep).sum() / denom for s, t in zip(states, targets))
 
 
-def _wrapped_in_ddp(model) -> bool:
-    while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            return True
-        if not hasattr(model, "module"):
-            return False
-        model = model.module
-
-
 class Alignment:
     """MAGIC-A for one training run. ``scoring_batches()`` gives this rank's share of
     the scoring sentences, ``probe_batch()`` one fixed batch that is the same on every rank."""
@@ -254,7 +245,8 @@ class Alignment:
         self.update_num = update_num
         if not self.active:
             return
-        if self.cfg.align_dropout == "clean" and _wrapped_in_ddp(model):
+        ddp = any(isinstance(m, torch.nn.parallel.DistributedDataParallel) for m in wrappers(model))
+        if self.cfg.align_dropout == "clean" and ddp:
             raise MagicError("--align-dropout clean runs a second forward of the child, which torch's "
                              "DistributedDataParallel does not allow: use --ddp-backend legacy_ddp")
         if self.anchor is not None and not self.anchor.chosen:
@@ -283,7 +275,7 @@ class Alignment:
         if rows is not None:
             src_tokens = src_tokens.index_select(0, rows)
         if self.cfg.align_dropout == "clean":
-            with _mode(supernet, training=False):  # dropout off; the graph is kept
+            with train_mode(supernet, training=False):  # dropout off; the graph is kept
                 states = supernet.hidden_states(src_tokens, upto=max(self.layers))
             # the target's forward starts from the layers it shares with the child (same weights, no dropout)
             targets = self.targets(supernet, src_tokens, child_states=states)
@@ -315,7 +307,7 @@ class Alignment:
             children = [uniform_child(self.space, rng, self.allowed) for _ in range(self.cfg.align_avg_children)]
         running, upto = supernet.child, max(self.layers)
         total = None
-        with _mode(supernet, training=dropout):
+        with train_mode(supernet, training=dropout):
             for child in children:
                 prefix = ()
                 if child_states is not None and running is not None:
@@ -346,7 +338,7 @@ class Alignment:
         clean = self.targets(supernet, tokens)
         floor = masked_mse(self.targets(supernet, tokens, dropout=True), clean, keep)
         gaps = []
-        with _mode(supernet, training=False):
+        with train_mode(supernet, training=False):
             for child in children:
                 with supernet.child_context(child):
                     states = supernet.hidden_states(tokens, upto=max(self.layers))
@@ -409,17 +401,3 @@ class Alignment:
             f"{self.anchor.state['percentile']:.1f}% of {len(children)} children "
             f"(p={self.cfg.anchor_top_p} +/- {self.cfg.anchor_top_r}); scored in {time.perf_counter() - start:.2f}s"
         )
-
-
-class _mode:
-    """Put a module in train or eval mode inside a ``with`` block, then restore it."""
-
-    def __init__(self, module: torch.nn.Module, training: bool):
-        self.module, self.training = module, training
-
-    def __enter__(self):
-        self.was = self.module.training
-        self.module.train(self.training)
-
-    def __exit__(self, *exc):
-        self.module.train(self.was)

@@ -24,10 +24,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .samplers import Allowed, distinct_children, uniform_child
 from ..models.search_state import SearchState
 from ..space import Child, SearchSpace
 from ..streams import ANCHOR_AFTER_SHRINKING, ANCHOR_FIRST_CHILDREN, STREAM_ANCHOR, rng_for
+from .samplers import Allowed, distinct_children, uniform_child
 
 POLICIES = ("best", "top-p")
 

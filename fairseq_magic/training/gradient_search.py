@@ -25,8 +25,8 @@ from fairseq.logging import metrics
 
 from ..errors import MagicError
 from ..models.supernet import unwrap
-from .arch_weights import ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale
 from ..streams import STREAM_GUMBEL, rank_and_world, rng_for
+from .arch_weights import ARCH_OPTIMIZERS, RELAXATIONS, ArchitectureWeights, HeldOutBatches, gumbel_noise, loss_scale
 from .strategy import TrainingStrategy
 
 logger = logging.getLogger("fairseq_magic.training.gradient_search")

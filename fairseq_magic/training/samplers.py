@@ -242,9 +242,16 @@ SAMPLERS: Dict[str, Callable[..., Sampler]] = {
 GRADUAL_SAMPLERS = (GradualSampler.name, FairGradualSampler.name)  # the samplers that take --gradual-k
 
 
-def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1, micro_batches: int = 1) -> Sampler:
+def check_sampler(name: str, gradual_k: int = 1) -> None:
+    """A sampler that exists, and --gradual-k only for the samplers that take it (SpaceError otherwise)."""
     if name not in SAMPLERS:
         raise SpaceError(f"unknown sampler '{name}' (choose from {', '.join(sorted(SAMPLERS))})")
+    if gradual_k != 1 and name not in GRADUAL_SAMPLERS:
+        raise SpaceError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual or fair-gradual (the sampler is '{name}')")
+
+
+def build_sampler(name: str, space: SearchSpace, seed: int, gradual_k: int = 1, micro_batches: int = 1) -> Sampler:
+    check_sampler(name, gradual_k)
     if name in GRADUAL_SAMPLERS:
         return SAMPLERS[name](space, seed, gradual_k=gradual_k)
     if name == FairSampler.name:

@@ -33,17 +33,16 @@ import torch
 from fairseq import utils
 from fairseq.logging import metrics
 
-from .alignment import Alignment
-from ..errors import MagicError
 from ..analysis.interference import sample_similarity
 from ..models.supernet import unwrap
-from .samplers import GRADUAL_SAMPLERS, SAMPLERS, build_sampler, count_children, uniform_child, validation_children
 from ..search.scoring import score_children, validation_batches
-from .shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from ..space import Child
 from ..streams import INTERFERENCE_DURING_TRAINING, STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
-from .training_share import TrainingShares
+from .alignment import Alignment
+from .samplers import SAMPLERS, build_sampler, check_sampler, count_children, uniform_child, validation_children
+from .shrinking import apply_removals, choose_removals, full_space, is_single_child, pair_losses
 from .strategy import StrategyConfig, TrainingStrategy
+from .training_share import TrainingShares
 
 logger = logging.getLogger("fairseq_magic.training.single_path")
 
@@ -85,11 +84,7 @@ class SampledConfig(StrategyConfig):
 class SampledTraining(TrainingStrategy):
     @classmethod
     def check_config(cls, cfg) -> None:
-        if cfg.sampler not in SAMPLERS:
-            raise MagicError(f"unknown sampler '{cfg.sampler}' (choose from {', '.join(sorted(SAMPLERS))})")
-        if cfg.gradual_k != 1 and cfg.sampler not in GRADUAL_SAMPLERS:
-            raise MagicError(f"--gradual-k is MAGIC-T's; it needs --sampler gradual or fair-gradual "
-                             f"(the sampler is '{cfg.sampler}')")
+        check_sampler(cfg.sampler, cfg.gradual_k)
 
     def __init__(self, space, cfg, state, data):
         super().__init__(space, cfg, state, data)
