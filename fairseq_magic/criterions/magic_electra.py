@@ -23,7 +23,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
 from ..errors import MagicError
-from ..modules.generator import Generator, TokenDetectionHead, corrupt, describe, embedded, generator_space, restore_original
+from ..modules import embedded
+from ..modules.generator import Generator, TokenDetectionHead, corrupt, describe, generator_space, restore_original
 from .magic_mlm import cross_entropy
 
 logger = logging.getLogger("fairseq_magic.criterions.magic_electra")

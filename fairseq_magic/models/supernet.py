@@ -41,7 +41,7 @@ from omegaconf import II, OmegaConf
 
 from ..checkpoint import check_dictionary
 from ..errors import MagicError
-from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer
+from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer, embedded
 from ..modules.entangled import EntangledSupernetLayer
 from ..ranges import check_section
 from ..space import Child, SearchSpace, load_child, names_a_file
@@ -342,11 +342,7 @@ class MagicSupernetModel(VersionedState, RobertaModel):
     def embed(self, src_tokens: torch.Tensor):
         """(H_0, padding mask or None): the start of fairseq's TransformerEncoder
         forward, up to the first layer."""
-        padding_mask = self.padding_mask(src_tokens)
-        x, _ = self.encoder.sentence_encoder.forward_embedding(src_tokens)
-        if padding_mask is not None:
-            x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-        return x.transpose(0, 1), padding_mask  # (B, T, C) -> (T, B, C)
+        return embedded(self.encoder.sentence_encoder, src_tokens)
 
     def hidden_states(self, src_tokens: torch.Tensor, upto: int, prefix: Sequence[torch.Tensor] = ()) -> List[torch.Tensor]:
         """H_0..H_upto of the current child, ``(T, B, C)`` each, without running

@@ -1,1 +1,1 @@
-from .operators import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer  # noqa: F401
+from .operators import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer, embedded  # noqa: F401

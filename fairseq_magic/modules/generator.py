@@ -52,15 +52,6 @@ def generator_space(space: SearchSpace, child: Child, fraction: float, arch: str
     return gen, gen.parse(",".join(scaled))
 
 
-def embedded(sentence_encoder, tokens: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The discriminator's embedding of ``tokens`` as its layers receive it: ``(T, B, C)``
-    with padding zeroed, and the padding mask (None without padding)."""
-    x, _ = sentence_encoder.forward_embedding(tokens)
-    padding = tokens.eq(sentence_encoder.padding_idx)
-    x = x * (1 - padding.unsqueeze(-1).type_as(x))
-    return x.transpose(0, 1), (padding if padding.any() else None)
-
-
 class Generator(nn.Module):
     """A narrow child on the discriminator's embeddings: in-projection, its layers,
     and an LM head (dense, activation, LayerNorm) onto the shared embedding matrix."""

@@ -271,3 +271,13 @@ class CandidateLayer(SupernetLayer):
     def unused_parameters(self, used: Sequence[int]) -> List[nn.Parameter]:
         used = {str(c) for c in used}
         return [p for key, candidate in self.candidates.items() if key not in used for p in candidate.parameters()]
+
+
+def embedded(sentence_encoder, tokens: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """fairseq's TransformerEncoder forward up to the first layer: the embedding of ``tokens``
+    as the layers receive it, ``(T, B, C)`` with padding zeroed, and the padding mask (None
+    without padding). The super-net's layer walks and ELECTRA's generator start here."""
+    x, _ = sentence_encoder.forward_embedding(tokens)
+    padding = tokens.eq(sentence_encoder.padding_idx)
+    x = x * (1 - padding.unsqueeze(-1).type_as(x))
+    return x.transpose(0, 1), (padding if padding.any() else None)
