@@ -218,8 +218,6 @@ def _resume_point(save_dir: str, last: str) -> Optional[str]:
     if not os.path.isdir(save_dir):
         return None
     remove_stale_temporaries(save_dir)
-    if not any(n.startswith("checkpoint") and n.endswith(".pt") for n in os.listdir(save_dir)):
-        return None
     found = latest_readable(save_dir)
     if found is None:
         if os.path.exists(last):
@@ -228,9 +226,11 @@ def _resume_point(save_dir: str, last: str) -> Optional[str]:
     path, update = found
     if path == last:
         return None
-    behind = recorded_update(last) if os.path.exists(last) else None
-    why = "is missing" if not os.path.exists(last) else "is unreadable (cut short?)" \
-        if behind is None or not readable(last) else f"records update {behind}"
+    if not os.path.exists(last):
+        why = "is missing"
+    else:
+        behind = recorded_update(last)
+        why = "is unreadable (cut short?)" if behind is None or not readable(last) else f"records update {behind}"
     logger.warning(f"{last} {why}; resuming from {path} (update {update}), "
                    "the readable checkpoint with the most updates")
     return path

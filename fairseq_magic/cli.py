@@ -22,6 +22,7 @@ from .errors import MagicError
 from .ranges import ranged
 
 logger = logging.getLogger("fairseq_magic.cli")
+SEED = ranged(int, "[0, 4294967295]")  # what numpy's generators take
 
 
 @contextlib.contextmanager
@@ -42,10 +43,9 @@ def output_folder(path: str, option: str = "--out") -> str:
 
 
 def output_file(path: str, option: str = "--out") -> str:
-    """``path`` for a command that writes a file there (its folder is made): one line if it is a folder."""
+    """``path`` for a command that writes a file there: one line if it is a folder."""
     if os.path.isdir(path):
         raise MagicError(f"{option} {path} is a folder; this command writes a file there")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return path
 
 
@@ -159,7 +159,9 @@ def cmd_export(args) -> None:
     from . import models  # noqa: F401  (registers the architectures)
     from .search.export import export_child
 
-    result = export_child(args.checkpoint, args.arch, output_file(args.out), args.sentencepiece_model, args.format)
+    output_file(args.out)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model, args.format)
     logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
     print(result["out"])
 
@@ -168,8 +170,8 @@ def cmd_derive(args) -> None:
     """The argmax child of a gradient-based search, as an architecture file."""
     from .checkpoint import load_supernet_checkpoint
     from .models.state_format import arch_weights_state
-    from .training.arch_weights import entropy_of, theta_from_state
     from .space import save_child
+    from .training.arch_weights import entropy_of, theta_from_state
 
     output_file(args.out)
     state, _, space = load_supernet_checkpoint(args.checkpoint)
@@ -178,6 +180,7 @@ def cmd_derive(args) -> None:
         raise MagicError(f"{args.checkpoint} has no architecture weights (train with --relaxation mixture or gdas)")
     theta = theta_from_state(arch)
     child = tuple(int(c) for c in theta.argmax(dim=-1))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_child(args.out, space, child, theta=[[round(float(t), 6) for t in row] for row in theta],
                entropy=entropy_of(theta), checkpoint=os.path.abspath(args.checkpoint),
                updates=state["optimizer_history"][-1].get("num_updates"))
@@ -377,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--corpus", default="", help="your own plain-text corpus, one paragraph per line")
     p.add_argument("--max-mb", type=ranged(float, "(0, inf)"), default=4.0, help="size of the default corpus in MB")
-    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
+    p.add_argument("--seed", type=SEED, default=1)
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("spm", help="train sentencepiece on train.txt and encode all splits")
@@ -416,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-flops", type=ranged(float, "[0, inf)"), default=0)
     p.add_argument("--seq-len", type=ranged(int, "[1, inf)"), default=128, help="sequence length for FLOPs")
     p.add_argument("--top", type=ranged(int, "[1, inf)"), default=10, help="children listed in the output")
-    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
+    p.add_argument("--seed", type=SEED, default=1)
     add_progress_option(p)
     p.set_defaults(func=cmd_search)
 
@@ -427,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--children", type=ranged(int, "[1, inf)"), default=60, help="M (paper: 60)")
     q.add_argument("--list", default="", help="a file of architecture strings, one per line, instead of sampling")
-    q.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
+    q.add_argument("--seed", type=SEED, default=1)
     q.set_defaults(func=cmd_rank_sample)
     q = rank_sub.add_parser("train", help="train each child from scratch with fairseq-train, child by child (resumable)")
     q.add_argument("--dir", required=True, help="directory written by 'rank sample'")
@@ -476,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="children differ in layers j+1..j+m, m = 1..max")
     p.add_argument("--repeats", type=ranged(int, "[1, inf)"), default=10,
                    help="random o_g and paths averaged (paper: 10)")
-    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
+    p.add_argument("--seed", type=SEED, default=1)
     add_progress_option(p)
     add_scoring_options(p, sentences=64, batch_size=64)
     p.set_defaults(func=cmd_interference)
@@ -508,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="build a labelled sentence data set (GLUE layout) from installed packages")
     p.add_argument("--out", required=True, help="output directory for train/dev .input0 and .label")
     p.add_argument("--per-label", type=ranged(int, "[1, inf)"), default=1500)
-    p.add_argument("--seed", type=ranged(int, "[0, 4294967295]"), default=1)
+    p.add_argument("--seed", type=SEED, default=1)
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("encode", help="encode text files with a sentencepiece model (writes FILE.spm)")

@@ -11,6 +11,7 @@ from fairseq import options
 
 from conftest import PLUGIN, ROOT
 from fairseq_magic import cli
+from fairseq_magic.ranges import parser_options
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```(?:bash|sh|shell)\n(.*?)```", re.S)  # output blocks carry no language
@@ -42,14 +43,12 @@ def test_the_pages_show_commands():
 
 
 def magic_options(argv):
-    """The subcommand's parser and the options it knows."""
-    parser = cli.build_parser()
-    for word in argv:
-        sub = next((a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"), None)
-        if sub is None or word not in sub.choices:
-            break
-        parser = sub.choices[word]
-    return parser, {s for a in parser._actions for s in a.option_strings}
+    """The subcommand words ``argv`` opens with, and the options that subcommand knows."""
+    known = {}
+    for words, _, action in parser_options(cli.build_parser()):
+        known.setdefault(words, set()).update(action.option_strings)
+    command = max((w for w in known if tuple(argv[:len(w)]) == w), key=len)
+    return command, known[command]
 
 
 def fairseq_options(argv, validate: bool):
@@ -71,8 +70,8 @@ def test_a_command_the_docs_show_exists(page, line):
     argv = words(line)
     given = {w.split("=")[0] for w in argv if w.startswith("--") and " " not in w}
     if argv[0] == "fairseq-magic":
-        parser, known = magic_options(argv[1:])
-        assert parser.prog != "fairseq-magic", f"no such subcommand: {line}"
+        command, known = magic_options(argv[1:])
+        assert command, f"no such subcommand: {line}"
     else:
         known = fairseq_options(argv, validate=argv[0] == "fairseq-validate")
     assert given <= known, f"{page.name}: unknown options {sorted(given - known)} in: {line}"
