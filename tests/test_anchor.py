@@ -33,7 +33,7 @@ def test_top_p_anchor_policy():
     order = sorted(range(10), key=lambda i: -scores[i])
     assert anchor.child == children[order[3]]  # round(0.3 * 9) = 3rd best
     assert not anchor.choose_top_p(children, scores, p=30, r=10)  # at 33%: kept
-    assert state["replacements"] == 1
+    assert state.replacements == 1
 
 
 def test_replacing_the_anchor_needs_an_improvement_beyond_noise():
@@ -54,7 +54,7 @@ def test_replacing_the_anchor_needs_an_improvement_beyond_noise():
     assert anchor.child == (2,) * 6 and anchor.score == pytest.approx(clear.candidate)
     worse = paired_comparison(base - 0.05, base)
     assert not anchor.consider((3,) * 6, worse, z=0.0)
-    assert anchor.state["replacements"] == 2
+    assert anchor.state.replacements == 2
 
 
 def test_first_anchor_is_the_best_of_the_scored_children(data_bin, caplog):

@@ -16,7 +16,7 @@ def test_from_pretrained_loads_a_supernet_checkpoint(spm_data, tmp_path):
     )
     assert isinstance(hub, RobertaHubInterface)
     hub.eval()
-    assert hub.model.search_state.update == 2 and hub.model.search_state.anchor
+    assert hub.model.search_state.update == 2 and hub.model.search_state.anchor.arch
     tokens = hub.encode("tok1 tok5 tok7 tok3")
     assert hub.decode(tokens) == "tok1 tok5 tok7 tok3"
     hub.model.set_child("MHA2,FFN,CONV3,CONV5,FFN,MHA2")

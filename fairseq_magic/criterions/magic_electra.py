@@ -1,4 +1,4 @@
-"""``--criterion magic_electra``: replaced token detection (``electra.py``).
+"""``--criterion magic_electra``: replaced token detection (its generator: ``modules/generator.py``).
 
 Per batch: the generator predicts the masked tokens (its masked-LM loss), the
 masked positions are filled with tokens sampled from it, and the discriminator

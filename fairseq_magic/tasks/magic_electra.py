@@ -1,4 +1,4 @@
-"""``--task magic_electra``: ELECTRA-style pre-training of a found child (``electra.py``).
+"""``--task magic_electra``: ELECTRA-style pre-training of a found child (its generator: ``modules/generator.py``).
 
     fairseq-train data-bin --user-dir fairseq_magic --task magic_electra --criterion magic_electra \\
         --arch magic_child --child-arch search/best.json --generator-fraction 0.25 --disc-weight 50 ...

@@ -2,17 +2,17 @@
 
 The task is an adapter: it holds the options, loads data as fairseq's
 ``masked_lm`` does, and hands every hook to a training strategy
-(``strategies/``) chosen from the options:
+(``training/``) chosen from the options:
 
-    --relaxation none (default)   strategies/sampled.py   SPOS, MAGIC-T (--sampler), MAGIC-A
-                                                           (--align-lambda, alignment.py), shrinking
-    --relaxation mixture | gdas   strategies/relaxed.py   DARTS, GDAS, GAEA, TangleNAS
+    --relaxation none (default)   training/single_path.py      SPOS, MAGIC-T, FairNAS (--sampler), MAGIC-A
+                                                               (--align-lambda: alignment.py, anchor.py), shrinking
+    --relaxation mixture | gdas   training/gradient_search.py  DARTS, GDAS, GAEA, TangleNAS
 
 One training step, from ``fairseq-train`` to the loss:
 
     Trainer.train_step -> task.train_step -> strategy.train_step     (sets the child)
       -> FairseqTask.train_step -> criterion (criterions/magic_mlm.py)
-         -> masked_lm_loss (mlm_loss.py) + task.alignment's term
+         -> masked_lm_loss (same file) + task.alignment's term (training/alignment.py)
     Trainer -> task.optimizer_step          (unused operators hidden from the optimizer)
       -> strategy.end_update                (anchor decisions, theta's step, ...)
 """
@@ -29,11 +29,12 @@ from ..models.supernet import unwrap
 from ..ranges import check_section
 from ..training import RelaxationConfig, SampledConfig, TrainingStrategy, strategy_class
 from ..training.alignment import AlignmentConfig
+from ..training.anchor import AnchorConfig
 from ..training.frozen import hidden_from_optimizer
 
 
 @dataclass
-class MagicMaskedLMConfig(MaskedLMConfig, SampledConfig, RelaxationConfig, AlignmentConfig):
+class MagicMaskedLMConfig(MaskedLMConfig, SampledConfig, RelaxationConfig, AnchorConfig, AlignmentConfig):
     """fairseq's masked-LM options plus each strategy's own (their files document them)."""
 
 

@@ -3,12 +3,13 @@
 
     L = L_mlm + lambda_t * sum_{n in aligned layers} MSE(H_n(anchor), H_n(child))
 
-This module owns MAGIC-A: lambda and its schedule, which layers are aligned,
-the warm-up, the anchor and its policy (``training/anchor.py`` keeps the anchor's state
-and rules), the anchor's targets and the term itself. The task calls its hooks
-(``begin_epoch``, ``begin_update``, ``end_update``, ``restrict``,
-``validation_metrics``); the criterion asks for the term (``loss``) and its
-weight (``weight``).
+This module owns the alignment term: lambda and its schedule, which layers
+are aligned, the warm-up, the targets (the anchor's H_n, or the mean of random
+children's) and the term itself; the anchor child, its options and decisions are
+``training/anchor.py``'s. The training strategy (``single_path.py``) calls its
+hooks (``begin_epoch``, ``begin_update``, ``end_update``, ``restrict``,
+``validation_metrics``), which pass the anchor's on while alignment is on; the
+criterion asks for the term (``loss``) and its weight (``weight``).
 
 What the paper leaves open, and what is done here:
 
@@ -44,23 +45,20 @@ What the paper leaves open, and what is done here:
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.logging import metrics
 from omegaconf import II
 
 from ..errors import MagicError
 from ..models.search_state import SearchState
-from ..models.supernet import resolve_child, train_mode, unwrap, wrappers
-from ..search.scoring import score_children
+from ..models.supernet import train_mode, unwrap, wrappers
 from ..space import Child, SearchSpace
 from ..streams import STREAM_ALIGN_SENTENCES, STREAM_AVERAGE_TARGET, rng_for
-from .anchor import POLICIES, Anchor, paired_comparison
+from .anchor import Anchor
 from .samplers import uniform_child
 
 logger = logging.getLogger(__name__)
@@ -112,36 +110,6 @@ class AlignmentConfig(FairseqDataclass):
     )
     align_avg_children: int = field(default=4, metadata={"range": "[1, inf)",
                                                          "help": "children averaged by --align-target average"})
-    anchor_policy: ChoiceEnum(list(POLICIES)) = field(
-        default="best", metadata={"help": "best: replace the anchor by a better-validating child; "
-                                  "top-p: the top p%% child of N evaluated at each epoch end"}
-    )
-    anchor_arch: str = field(
-        default="", metadata={"help": "first anchor (architecture string or JSON file); default: the best of "
-                              "--anchor-init-children scored children"}
-    )
-    anchor_init_children: int = field(
-        default=100, metadata={"range": "[0, inf)",
-                               "help": "children scored when alignment starts; the best becomes the first anchor "
-                               "(top-p policy: the one at the top p%%); 0: a seeded random child"}
-    )
-    anchor_metric: ChoiceEnum(["accuracy", "loss"]) = field(
-        default="accuracy", metadata={"help": "Val(child): masked-LM accuracy (paper), or negative loss"}
-    )
-    anchor_eval_interval: int = field(
-        default=100, metadata={"range": "[1, inf)",
-                               "help": "best policy: score the trained child against the anchor every N updates"}
-    )
-    anchor_replace_z: float = field(
-        default=2.0, metadata={"range": "[0, inf)",
-                               "help": "best policy: the child replaces the anchor when its per-sentence improvement "
-                               "exceeds z standard errors (paired test on the same sentences; 0: any improvement)"}
-    )
-    anchor_top_p: float = field(default=10.0, metadata={"range": "(0, 100]", "help": "top-p policy: p (percent)"})
-    anchor_top_r: float = field(default=10.0, metadata={"range": "[0, 100]",
-                                                        "help": "top-p policy: keep the anchor within p +/- r percent"})
-    anchor_top_children: int = field(default=100, metadata={"range": "[1, inf)",
-                                                            "help": "top-p policy: children evaluated per epoch"})
     max_update: int = II("optimization.max_update")
 
 
@@ -177,9 +145,8 @@ class Alignment:
             if not cfg.max_update:
                 raise MagicError("--align-lambda-schedule linear-decay needs --max-update")
         self.space, self.cfg, self.search_state, self.seed = space, cfg, search_state, seed
-        self.anchor = Anchor(space, search_state, seed) if cfg.align_target == "anchor" else None
-        self.given = resolve_child(cfg.anchor_arch, space) if cfg.anchor_arch else None  # fails before training
-        self._scoring_batches, self._probe_batch = scoring_batches, probe_batch
+        self.anchor = Anchor(space, search_state, seed, cfg, scoring_batches) if cfg.align_target == "anchor" else None
+        self._probe_batch = probe_batch
         self.epoch, self.update_num = 1, 0
         logger.info(self.describe())
 
@@ -190,16 +157,8 @@ class Alignment:
                     f"falling linearly to 0 over the last {cfg.align_decay_fraction:.0%} of {cfg.max_update} updates")
         layers = ", ".join(f"H_{n}" for n in self.layers)
         final = "the final layer too" if cfg.align_final_layer else "not the final layer"
-        if self.anchor is None:
-            target = f"the mean of {cfg.align_avg_children} random children"
-        else:
-            first = (f"{self.space.format(self.given)}" if self.given is not None else
-                     f"the best of {cfg.anchor_init_children} scored children" if cfg.anchor_init_children else
-                     "a random child")
-            rule = (f"replaced by a trained child better by > {cfg.anchor_replace_z:g} standard errors, checked every "
-                    f"{cfg.anchor_eval_interval} updates" if cfg.anchor_policy == "best" else
-                    f"top {cfg.anchor_top_p:g} +/- {cfg.anchor_top_r:g}% of {cfg.anchor_top_children} children at epoch ends")
-            target = f"anchor (first: {first}; {rule}; by {cfg.anchor_metric})"
+        target = (f"the mean of {cfg.align_avg_children} random children" if self.anchor is None else
+                  self.anchor.describe())
         share = "" if cfg.align_batch_fraction == 1 else f" on {100 * cfg.align_batch_fraction:g}% of each batch's sentences"
         return (f"MAGIC-A: lambda {cfg.align_lambda:g} ({schedule}); aligned layers {layers} of {self.space.num_layers} "
                 f"({final}){share}; dropout: {cfg.align_dropout}; from epoch {cfg.align_warmup_epochs + 1}, update "
@@ -230,15 +189,13 @@ class Alignment:
 
     @property
     def anchor_arch(self) -> Optional[str]:
-        return self.anchor.state["arch"] if self.anchor is not None and self.anchor.chosen else None
+        return self.anchor.state.arch if self.anchor is not None else None
 
-    # ------------------------------------------------------------ hooks the task calls
+    # ------------------------------------------------------------ hooks the strategy calls
     def begin_epoch(self, epoch: int, model) -> None:
         self.epoch = epoch
-        if (self.anchor is not None and self.cfg.anchor_policy == "top-p" and epoch > 1 and self.anchor.chosen
-                and self.search_state.top_p_epoch != epoch):  # once per epoch end, also across a resume
-            self._choose_top_p(model, epoch)
-            self.search_state.top_p_epoch = epoch
+        if self.anchor is not None:
+            self.anchor.begin_epoch(model, epoch)
 
     def begin_update(self, model, update_num: int) -> None:
         """Before the update's first forward: the first anchor, when alignment starts."""
@@ -250,21 +207,17 @@ class Alignment:
             raise MagicError("--align-dropout clean runs a second forward of the child, which torch's "
                              "DistributedDataParallel does not allow: use --ddp-backend legacy_ddp")
         if self.anchor is not None and not self.anchor.chosen:
-            self._choose_first(model)
+            self.anchor.choose_first(model, update_num)
 
     def end_update(self, model, update_num: int, child: Child) -> None:
-        """After the weights' step: the ``best`` policy's comparison, every interval."""
-        if (self.anchor is not None and self.active and self.cfg.anchor_policy == "best"
-                and (update_num + 1) % self.cfg.anchor_eval_interval == 0):
-            self._consider(model, child)
+        """After the weights' step: the anchor's ``best`` policy may replace it."""
+        if self.anchor is not None and self.active:
+            self.anchor.end_update(model, update_num, child)
 
     def restrict(self, model, epoch: int) -> None:
         """After progressive shrinking: an anchor outside the shrunk space is chosen again inside it."""
-        if self.anchor is None or not self.anchor.chosen or not self.anchor.restrict(self.allowed, epoch):
-            return
-        if self.cfg.anchor_init_children and self.given is None:
-            self._choose_first(model, key=epoch)
-        logger.info(f"anchor chosen again inside the shrunk space: {self.space.format(self.anchor.child)}")
+        if self.anchor is not None:
+            self.anchor.restrict(model, self.update_num, epoch)
 
     # ------------------------------------------------------------ the term
     def loss(self, model, src_tokens: torch.Tensor, inner_states: Optional[Sequence[torch.Tensor]]) -> torch.Tensor:
@@ -344,60 +297,3 @@ class Alignment:
                     states = supernet.hidden_states(tokens, upto=max(self.layers))
                 gaps.append(float(masked_mse([states[n] for n in self.layers], clean, keep)))
         return {"align_floor": float(floor), "align_gap": float(np.mean(gaps))}
-
-    # ------------------------------------------------------------ the anchor's decisions
-    def _score(self, model, children: Sequence[Child]):
-        return score_children(model, unwrap(model), children, self._scoring_batches())
-
-    def _fmt(self, value: float) -> str:
-        """A Val score (higher is better) in the metric's own units."""
-        return f"loss {-value:.4f}" if self.cfg.anchor_metric == "loss" else f"accuracy {value:.4f}"
-
-    def _choose_first(self, model, key: int = 0) -> None:
-        if self.given is not None:
-            self.anchor.set(self.given)
-            logger.info(f"anchor: {self.space.format(self.given)} (given by --anchor-arch)")
-            return
-        if not self.cfg.anchor_init_children:
-            self.anchor.set(self.anchor.random_child(self.allowed, key))
-            logger.info(f"anchor: {self.anchor.state['arch']} (a random child: --anchor-init-children 0)")
-            return
-        start = time.perf_counter()
-        children = self.anchor.initial_children(self.cfg.anchor_init_children, self.allowed, key)
-        scores = [s.value(self.cfg.anchor_metric) for s in self._score(model, children)]
-        chosen = self.anchor.choose_initial(children, scores, self.cfg.anchor_policy, self.cfg.anchor_top_p)
-        where = "the best" if self.cfg.anchor_policy == "best" else f"the one ranked at {self.cfg.anchor_top_p:g}%"
-        logger.info(
-            f"anchor: {self.space.format(children[chosen])}, {where} of {len(children)} children scored with the "
-            f"shared weights at update {self.update_num} ({self._fmt(scores[chosen])}; best {self._fmt(max(scores))}, "
-            f"median {self._fmt(float(np.median(scores)))}) in {time.perf_counter() - start:.2f}s"
-        )
-
-    def _consider(self, model, candidate: Child) -> None:
-        start = time.perf_counter()
-        cand, anchor = self._score(model, [candidate, self.anchor.child])
-        metric = self.cfg.anchor_metric
-        comparison = paired_comparison(cand.sentence_values(metric), anchor.sentence_values(metric))
-        previous = self.space.format(self.anchor.child)
-        replaced = self.anchor.consider(candidate, comparison, self.cfg.anchor_replace_z)
-        elapsed = time.perf_counter() - start
-        metrics.log_scalar("anchor_score", self.anchor.score, weight=0, round=4)
-        metrics.log_scalar("anchor_eval_s", elapsed, weight=0, round=3)
-        z = comparison.diff / comparison.se if comparison.se > 0 else math.copysign(math.inf, comparison.diff)
-        logger.info(
-            f"anchor {'replaced by' if replaced else 'kept against'} {self.space.format(candidate)} at update "
-            f"{self.update_num + 1}: {self._fmt(comparison.candidate)} vs anchor {previous} {self._fmt(comparison.anchor)} "
-            f"on {comparison.sentences} sentences; improvement {comparison.diff:+.4f} +/- {comparison.se:.4f} "
-            f"({z:+.1f} standard errors, {'>' if replaced else 'not >'} {self.cfg.anchor_replace_z:g}); {elapsed:.2f}s"
-        )
-
-    def _choose_top_p(self, model, epoch: int) -> None:
-        start = time.perf_counter()
-        children = self.anchor.top_p_children(epoch, self.cfg.anchor_top_children, self.allowed)
-        scores = [s.value(self.cfg.anchor_metric) for s in self._score(model, children)]
-        changed = self.anchor.choose_top_p(children, scores, self.cfg.anchor_top_p, self.cfg.anchor_top_r)
-        logger.info(
-            f"anchor {'now' if changed else 'kept'} {self.space.format(self.anchor.child)} at the top "
-            f"{self.anchor.state['percentile']:.1f}% of {len(children)} children "
-            f"(p={self.cfg.anchor_top_p} +/- {self.cfg.anchor_top_r}); scored in {time.perf_counter() - start:.2f}s"
-        )
