@@ -398,15 +398,28 @@ def load_supernet_checkpoint(path: str, arg_overrides: Optional[dict] = None):
     """(state, model config, space) of a super-net checkpoint, with ``arg_overrides``
     (``{"data": ...}``) applied to its config; a clear error otherwise."""
     state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+    model_cfg, space = supernet_of_state(state, path)
+    return state, model_cfg, space
+
+
+def model_name(state: dict) -> str:
+    """The model (``--arch``'s registered model) a checkpoint holds ('' if none is recorded)."""
     cfg = state.get("cfg")
     model_cfg = cfg.get("model") if cfg is not None else None
     if isinstance(model_cfg, argparse.Namespace):  # a model without a dataclass (plain RoBERTa): fairseq keeps its args
-        name = str(getattr(model_cfg, "arch", "") or getattr(model_cfg, "_name", ""))
-    else:
-        name = str(model_cfg.get("_name", "")) if model_cfg is not None else ""
+        return str(getattr(model_cfg, "arch", "") or getattr(model_cfg, "_name", ""))
+    return str(model_cfg.get("_name", "")) if model_cfg is not None else ""
+
+
+def supernet_of_state(state: dict, path: str):
+    """(model config, space) of a loaded super-net checkpoint, its weights brought to today's
+    format; one line if it holds another model."""
+    cfg = state.get("cfg")
+    model_cfg = cfg.get("model") if cfg is not None else None
+    name = model_name(state)
     if not name.startswith("magic_supernet") or "supernet_layers" not in model_cfg:
         raise MagicError(f"{path} is not a fairseq-magic super-net checkpoint (its model is '{name or 'unknown'}')")
     from .models.state_format import supernet_space, upgrade_state
 
     upgrade_state(state["model"], source=path)
-    return state, model_cfg, supernet_space(model_cfg)
+    return model_cfg, supernet_space(model_cfg)

@@ -27,11 +27,12 @@ SEED = ranged(int, "[0, 4294967295]")  # what numpy's generators take
 
 @contextlib.contextmanager
 def progress_bar(args, desc: str, unit: str, total=None):
-    """A tqdm bar with its total and ETA (none with --no-progress-bar); log lines go above it."""
+    """A tqdm bar with its total and ETA on a terminal (none with --no-progress-bar, or when stderr
+    is a file or a pipe, where every redraw would be a line); log lines go above it."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    with tqdm(desc=desc, unit=unit, total=total, disable=args.no_progress_bar) as bar, logging_redirect_tqdm():
+    with tqdm(desc=desc, unit=unit, total=total, disable=args.no_progress_bar or None) as bar, logging_redirect_tqdm():
         yield bar
 
 
@@ -108,25 +109,58 @@ def cmd_encode(args) -> None:
 
 
 def cmd_glue_prep(args) -> None:
-    """Raw GLUE task folders -> encoded, binarised folders for sentence_prediction."""
-    from .data.glue import prepare
+    """Raw GLUE task folders (or your own, in a GLUE task's layout) -> encoded, binarised folders for
+    sentence_prediction, each with a fine-tuning config sized to its rows."""
+    from .data.glue import Schedule, finetune_config, prepare, suggested_lr, write_finetune_config
 
     spm_model = args.spm or (os.path.join(args.model, "sentencepiece.bpe.model") if args.model else "")
     dictionary = args.dict or (os.path.join(args.model, "dict.txt") if args.model else "")
     if not spm_model or not dictionary:
         raise MagicError("glue-prep needs --model (an export's directory) or both --spm and --dict")
     tasks = [t for t in args.tasks.split(",") if t.strip()]
+    child = exported_child(args.model) if args.model else None
 
     def on_task(layouts, result):
         bar.total = len(layouts)
+        layout = next(layout for layout in layouts if layout.name == result["task"])
         rows = ", ".join(f"{split} {n:,}" for split, n in result["rows"].items())
         dropped = f"; {result['dropped']} malformed rows dropped" if result["dropped"] else ""
-        kind = "regression" if result["regression"] else f"{result['num_classes']} classes"
+        kind = ("regression" if result["regression"] else
+                f"{result['num_classes']} classes, index order {' '.join(result['labels'])}")
         bar.write(f"{result['task']}: {rows} rows ({kind}{dropped}) -> {result['out']}", file=sys.stdout)
+        schedule = Schedule(result["rows"]["train"], args.epochs, args.batch_size or layout.batch_size,
+                            args.warmup_fraction)
+        lr, why = (args.lr, "--lr") if args.lr else suggested_lr(child and child["layer_params"], layout)
+        config = os.path.join(result["out"], "finetune.yaml")
+        restore = os.path.join(args.model, "model.pt") if child else ""
+        header = [f"Fine-tuning on {result['out']}, written by fairseq-magic glue-prep:",
+                  f"{schedule.rows:,} training rows, {schedule.epochs} epochs at batch {schedule.batch_size} = "
+                  f"{schedule.updates:,} updates, {schedule.warmup:,} of warm-up; lr {lr:g} ({why}).",
+                  f"  fairseq-hydra-train --config-dir {os.path.abspath(result['out'])} --config-name finetune"
+                  + ("" if restore else " checkpoint.restore_file=$PWD/child/model.pt"),
+                  "On GPUs add common.fp16=true; checkpoint.save_dir=... says where the checkpoints go."]
+        write_finetune_config(config, finetune_config(layout, result["out"], schedule, lr,
+                                                      child["max_positions"] if child else 128, restore), header)
+        bar.write(f"  fine-tuning: {schedule.options()} --lr {lr:g} ({why}); hydra: {config}", file=sys.stdout)
         bar.update()
 
     with progress_bar(args, "GLUE tasks", "task") as bar:
         prepare(args.glue_dir, output_folder(args.out), spm_model, dictionary, tasks, on_task=on_task)
+
+
+def exported_child(folder: str):
+    """Layer parameters and positions of the child exported to ``folder`` (None: not a magic_child export)."""
+    from . import models  # noqa: F401  (registers the architectures)
+    from .search.export import read_source
+
+    path = os.path.join(folder, "model.pt")
+    if not os.path.isfile(path):
+        raise MagicError(f"no model.pt in --model {folder} (an export's folder)")
+    try:
+        source = read_source(path, dictionaries=False)
+    except MagicError:  # a stock roberta export: the sizes are not recorded as a child's
+        return None
+    return {"layer_params": source.space.layer_params(source.child), "max_positions": source.max_positions}
 
 
 def cmd_space(args) -> None:
@@ -154,15 +188,34 @@ def cmd_space(args) -> None:
         print(f"{op.name:<10}{space.operator_params(op):>14,}{space.operator_flops(op, args.seq_len):>16,}")
 
 
+def cmd_size(args) -> None:
+    """A child's parameters and FLOPs, part by part."""
+    from . import models  # noqa: F401  (registers the architectures)
+    from .search.export import read_source
+
+    source = read_source(args.checkpoint, args.arch, dictionaries=False)
+    rows = source.size(args.seq_len)
+    space = source.space
+    print(f"{space.format(source.child)}: hidden {space.hidden_dim}, vocabulary {source.vocab_size:,}, "
+          f"{source.max_positions} positions")
+    print(f"{'part':<34}{'parameters':>14}{'FLOPs@' + str(args.seq_len):>16}")
+    for name, params, flops in rows:
+        print(f"{name:<34}{params:>14,}{flops:>16,}")
+    print(f"{'total (output matrix = token table)':<34}{sum(r[1] for r in rows):>14,}{sum(r[2] for r in rows):>16,}")
+
+
 def cmd_export(args) -> None:
-    """Write a child of a super-net checkpoint as a stand-alone magic_child checkpoint."""
+    """Write a child (of a super-net, or a child checkpoint) as a self-contained model folder."""
     from . import models  # noqa: F401  (registers the architectures)
     from .search.export import export_child
 
-    output_file(args.out)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if args.format == "huggingface":
+        output_folder(args.out)
+    else:
+        output_file(args.out)
     result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model, args.format)
-    logger.info(f"exported {result['arch']} ({result['params']:,} parameters) to {result['out']}")
+    parts = ", ".join(f"{name} {params:,}" for name, params, _ in result["size"])
+    logger.info(f"exported {result['arch']} ({result['params']:,} parameters: {parts}) to {result['out']}")
     print(result["out"])
 
 
@@ -203,15 +256,25 @@ def cmd_search(args) -> None:
     """Evolution or random search over a trained super-net under size limits."""
     import numpy as np
 
-    from .search.evolution import Constraints, Limits, evolution, random_search, write_results
+    from .search.evolution import (
+        Constraints, Limits, evolution, plain_transformers, random_search, sub_space, write_results,
+    )
     from .search.scoring import score_children
 
     output_folder(args.out)
     model, task, space, batches = load_supernet_for_scoring(args, args.checkpoint)
+    allowed = sub_space(space, args.candidate_ops) if args.candidate_ops else None
     limits = Limits(args.min_params, args.max_params, args.min_flops, args.max_flops, args.seq_len)
-    constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions)
+    constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions, allowed)
+    every = None
+    if args.plain_transformer:  # few enough to score them all
+        every = [c for c in plain_transformers(space, allowed) if constraints.ok(c)]
+        if not every:
+            raise MagicError("no plain-Transformer child meets the size limits")
+        logger.info(f"{len(every)} plain-Transformer children within the limits: scoring them all")
     results = {}
-    most = args.population * args.generations if args.algorithm == "evolution" else args.children  # an upper bound
+    most = (len(every) if every else args.population * args.generations if args.algorithm == "evolution"
+            else args.children)  # an upper bound
 
     def score(children):
         for child, s in zip(children, score_children(model, model, children, batches)):
@@ -226,14 +289,18 @@ def cmd_search(args) -> None:
 
     rng = np.random.default_rng(args.seed)
     with progress_bar(args, "children scored", "child", total=most) as bar:
-        if args.algorithm == "evolution":
+        if every:
+            score(every)
+        elif args.algorithm == "evolution":
             evolution(score, constraints, rng, args.population, args.generations, args.parents, args.mutation_prob,
                       report)
         else:
             random_search(score, constraints, rng, args.children)
 
-    settings = {"checkpoint": os.path.abspath(args.checkpoint), "algorithm": args.algorithm, "seed": args.seed,
-                "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "limits": vars(limits)}
+    settings = {"checkpoint": os.path.abspath(args.checkpoint),
+                "algorithm": "all plain Transformers" if every else args.algorithm, "seed": args.seed,
+                "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "limits": vars(limits),
+                "candidate_ops": args.candidate_ops or space.candidate_ops}
     print(write_results(results, constraints, args.metric, args.top, settings, args.out))
 
 
@@ -300,7 +367,11 @@ def cmd_rank_train(args) -> None:
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
     for metric in ("valid_loss", "finetune_accuracy"):
         names = [n for n, r in truth.items() if metric in r]
-        print(rank_correlation.format_ceiling(rank_correlation.seed_agreement(truth, names, metric), metric))
+        if not names:
+            continue  # not measured
+        note = rank_correlation.format_ceiling(rank_correlation.seed_agreement(truth, names, metric), metric,
+                                              truth, names)
+        print(note, file=sys.stderr if note.startswith("WARNING") else sys.stdout)
 
 
 def cmd_rank_correlate(args) -> None:
@@ -418,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="forward FLOPs per --seq-len tokens: the layers and the masked-LM head (as the paper counts)")
     p.add_argument("--min-flops", type=ranged(float, "[0, inf)"), default=0)
     p.add_argument("--seq-len", type=ranged(int, "[1, inf)"), default=128, help="sequence length for FLOPs")
+    p.add_argument("--candidate-ops", default="",
+                   help="search inside a sub-space: these operators only, as training's --candidate-ops writes them "
+                        "(MHA4,FFN; or layer groups MHA4|FFN, taken by the layers in turn)")
+    p.add_argument("--plain-transformer", action="store_true",
+                   help="only plain Transformers (MHA, FFN alternating; one head count, one FFN size), the children "
+                        "export --format roberta and huggingface take; they are few, so all are scored")
     p.add_argument("--top", type=ranged(int, "[1, inf)"), default=10, help="children listed in the output")
     p.add_argument("--seed", type=SEED, default=1)
     add_progress_option(p)
@@ -441,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--finetune-data", default="", help="GLUE-format data-bin: also fine-tune each child on it")
     q.add_argument("--finetune-args", default="",
                    help="sentence_prediction settings as one string, e.g. \"--num-classes 2 --max-positions 128 "
-                        "--init-token 0 --separator-token 2 --batch-size 16 --lr 1e-5 --max-epoch 3 --cpu\"")
+                        "--init-token 0 --separator-token 2 --batch-size 16 --lr 1e-3 --max-epoch 3 --cpu\"; the rate depends on "
+                        "the children's size: docs/search-export-finetune.md")
     q.add_argument("--seeds", default="1",
                    help="train every child once per seed (comma-separated); the ground truth is the mean, and "
                         "the seeds' agreement is printed as the ceiling of any rank correlation")
@@ -485,19 +563,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_interference)
 
     p = sub.add_parser(
-        "export", help="write a child of a trained super-net as a stand-alone magic_child checkpoint",
+        "export", help="write a child of a trained super-net (or a fine-tuned child) as a self-contained model",
         description="Write a child of a trained super-net as a stand-alone magic_child checkpoint that "
-        "inherits the super-net's weights, for fairseq-train --restore-file, sentence_prediction and from_pretrained.",
+        "inherits the super-net's weights, for fairseq-train --restore-file, sentence_prediction and from_pretrained; "
+        "or re-package a child checkpoint (retrained, fine-tuned) with its dictionaries. --format roberta and "
+        "huggingface take plain-Transformer children. Every export writes README.md, a model card.",
     )
-    add_checkpoint_option(p, "super-net checkpoint (e.g. checkpoints/spos/checkpoint_best.pt)")
-    p.add_argument("--arch", required=True, help="the child: an architecture string or a JSON architecture file")
-    p.add_argument("--out", required=True, help="where to write the child's checkpoint (dict.txt goes beside it)")
+    add_checkpoint_option(p, "super-net checkpoint (e.g. checkpoints/spos/checkpoint_best.pt), or a magic_child "
+                             "checkpoint (an export, a retrained or fine-tuned child)")
+    p.add_argument("--arch", default="", help="the child of a super-net: an architecture string or a JSON "
+                                              "architecture file such as a search's best.json")
+    p.add_argument("--out", required=True, help="the checkpoint file to write (dictionaries and the model card go "
+                                                "beside it); --format huggingface: a folder")
     p.add_argument("--sentencepiece-model", default="",
                    help="the pre-training sentencepiece model, copied beside the checkpoint so that "
-                        "from_pretrained(dir) needs nothing else")
-    p.add_argument("--format", choices=["magic_child", "roberta"], default="magic_child",
-                   help="roberta: a stock fairseq RoBERTa checkpoint, loadable without --user-dir (children made of "
-                        "MHA,FFN pairs with one head count and one FFN size)")
+                        "from_pretrained(dir) needs nothing else (default: one beside a child checkpoint)")
+    p.add_argument("--format", choices=["magic_child", "roberta", "huggingface"], default="magic_child",
+                   help="roberta: a stock fairseq RoBERTa checkpoint, loadable without --user-dir; huggingface: a "
+                        "transformers RoBERTa folder with its tokenizer (needs the huggingface extra). Both take "
+                        "children made of MHA,FFN pairs with one head count and one FFN size")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -531,9 +615,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="an export's directory: its sentencepiece.bpe.model and dict.txt")
     p.add_argument("--spm", default="", help="the pre-training sentencepiece model (instead of --model)")
     p.add_argument("--dict", default="", help="the pre-training dict.txt (instead of --model)")
-    p.add_argument("--tasks", default="", help="comma-separated task names (default: every task folder found)")
+    p.add_argument("--tasks", default="",
+                   help="comma-separated task names (default: every GLUE task folder found); your own data as "
+                        "FOLDER:TASK, a folder of --glue-dir laid out as that GLUE task (e.g. reviews:SST-2)")
+    p.add_argument("--epochs", type=ranged(int, "[1, inf)"), default=10,
+                   help="fine-tuning epochs: the updates and warm-up written to each folder's finetune.yaml")
+    p.add_argument("--batch-size", type=ranged(int, "[1, inf)"), default=None,
+                   help="fine-tuning batch (default: fairseq's for the task, 16 or 32)")
+    p.add_argument("--warmup-fraction", type=ranged(float, "[0, 1]"), default=0.06,
+                   help="warm-up as a fraction of the updates (RoBERTa: 0.06)")
+    p.add_argument("--lr", type=ranged(float, "(0, inf)"), default=None,
+                   help="fine-tuning learning rate (default: by the --model child's layer parameters)")
     add_progress_option(p)
     p.set_defaults(func=cmd_glue_prep)
+
+    p = sub.add_parser("size", help="a child's parameters and FLOPs: embeddings, layers, masked-LM and "
+                                    "classification heads (what search limits, export and fairseq count)")
+    add_checkpoint_option(p, "a super-net checkpoint (with --arch) or a child checkpoint (export, retrained, fine-tuned)")
+    p.add_argument("--arch", default="", help="the child of a super-net: an architecture string or file")
+    p.add_argument("--seq-len", type=ranged(int, "[1, inf)"), default=128, help="sequence length for FLOPs")
+    p.set_defaults(func=cmd_size)
 
     p = sub.add_parser("space", help="print the operators of a named super-net architecture with their sizes")
     p.add_argument("--arch", default="magic_supernet")
@@ -546,6 +647,7 @@ def main(argv=None) -> int:
     logging.basicConfig(
         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S", level=logging.INFO, stream=sys.stdout,
+        force=True,  # fairseq's modules call logging.basicConfig as they are imported (one at DEBUG level)
     )
     args = build_parser().parse_args(argv)
     if getattr(args, "unsafe_load_checkpoint", False):

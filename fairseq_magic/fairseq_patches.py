@@ -22,7 +22,21 @@ every training run)                                    line; a resume never goes
 ``distributed.utils.call_main`` (``fairseq-train``,    the options' declared ranges are checked first
 ``fairseq-validate``)                                  (``ranges.check_config``)
 ``trainer.Trainer.__init__``                           ``--fp16`` / ``--bf16`` without a GPU is one line
-                                                       (``precision.check_precision``)
+                                                       (``precision.check_precision``; the super-net's
+                                                       task checks it before anything is built)
+``logging``'s root level                               INFO again where importing fairseq left it at DEBUG
+                                                       (``models/wav2vec/wav2vec2_classification.py`` calls
+                                                       ``logging.basicConfig(level=DEBUG)``; LOGLEVEL=DEBUG
+                                                       keeps it)
+``warnings``                                           the deprecation warnings fairseq 0.12's own calls
+                                                       raise under hydra 1.3 and torch 2 (``QUIET``) are
+                                                       not printed: nothing a user can act on
+``fairseq-validate --path CKPT`` (its command line,     ``--task``, ``--criterion`` and the data folder
+read as the plugin is imported)                        default to the checkpoint's, so a fine-tuned child
+                                                       validates with no more options (``validate_defaults``)
+``hydra.core.utils.JobReturn.return_value``            a ``fairseq-hydra-train`` job that failed with a
+                                                       MagicError prints its one line and exits 1,
+                                                       without hydra's block around it
 =====================================================  ==================================================
 
 Each replaced function carries ``_fairseq_magic = True``; the original stays
@@ -31,6 +45,10 @@ reachable as its ``__wrapped__`` (``functools.wraps``).
 
 import contextlib
 import functools
+import logging
+import os
+import sys
+import warnings
 
 import torch
 from fairseq import checkpoint_utils, trainer
@@ -38,14 +56,36 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
 
 from . import checkpoint
+from .errors import MagicError
 from .precision import check_precision
 from .ranges import check_config
+
+
+# (category, message pattern): warnings raised inside fairseq 0.12 by its use of hydra's and torch's
+# deprecated calls, on every fairseq-train; a user cannot act on them
+QUIET = (
+    (UserWarning, r"hydra\.experimental\.(initialize|compose)\(\) is no longer experimental"),
+    (UserWarning, r"\s*The version_base parameter is not specified"),
+    (UserWarning, r"In '.*': Usage of deprecated keyword in package header"),
+    (UserWarning, r"\s*'.*' is validated against ConfigStore schema with the same name"),
+    (UserWarning, r"\s*The strict flag in the compose API is deprecated"),
+    (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),
+    (FutureWarning, r"`torch\.cuda\.amp\.(autocast|GradScaler)\(args\.\.\.\)` is deprecated"),
+)
 
 
 def install() -> None:
     """Apply every patch (a second call does nothing)."""
     if getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_magic", False):
         return
+    for category, message in QUIET:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    root = logging.getLogger()
+    if root.level == logging.DEBUG and os.environ.get("LOGLEVEL", "").upper() != "DEBUG":
+        root.setLevel(logging.INFO)
+    _one_line_hydra_errors()
+    if os.path.basename(sys.argv[0]) in ("fairseq-validate", "validate.py"):
+        sys.argv[1:] = validate_defaults(sys.argv[1:])
     checkpoint_utils.load_checkpoint_to_cpu = _patched(checkpoint_utils.load_checkpoint_to_cpu, _safe_load)
     checkpoint_utils.load_checkpoint = _patched(checkpoint_utils.load_checkpoint, _checked_restore)
     checkpoint_utils.load_model_ensemble_and_task = _patched(checkpoint_utils.load_model_ensemble_and_task,
@@ -111,6 +151,74 @@ def _options_checked(original, cfg, main, **kwargs):
 def _precision_checked(original, self, cfg, *args, **kwargs):
     check_precision(cfg)
     return original(self, cfg, *args, **kwargs)
+
+
+def validate_defaults(argv):
+    """``fairseq-validate``'s arguments, with ``--task``, ``--criterion``, the batch size and the data
+    folder of the ``--path`` checkpoint where they are not given. fairseq parses the task from the command
+    line before it reads the checkpoint: without ``--task`` it fails with ``KeyError: None``, and
+    with ``--task sentence_prediction`` alone on an interpolation of the default criterion."""
+    from fairseq import options
+    from fairseq.tasks import TASK_REGISTRY
+
+    path = _option_value(argv, "--path")
+    if not path or not os.path.isfile(path.split(os.pathsep)[0]):
+        return argv  # fairseq says what is missing
+    try:
+        cfg = checkpoint.torch_load(path.split(os.pathsep)[0], mmap=True).get("cfg")
+    except Exception:  # noqa: BLE001 - unreadable: fairseq's load of --path reports it in one line
+        return argv
+    if cfg is None:
+        return argv
+    argv = list(argv)
+    for option, section, key in (("--task", "task", "_name"), ("--criterion", "criterion", "_name"),
+                                 ("--batch-size", "dataset", "batch_size"), ("--max-tokens", "dataset", "max_tokens")):
+        value = (cfg.get(section) or {}).get(key)
+        if value is not None and all(_option_value(argv, o) is None for o in (option, *_SAME.get(option, ()))):
+            argv += [option, str(value)]
+    task = _option_value(argv, "--task")
+    data = str((cfg.get("task") or {}).get("data") or "")
+    if task in TASK_REGISTRY and data:
+        parser = options.get_validation_parser()
+        TASK_REGISTRY[task].add_args(parser)
+        for action in parser._actions:  # is the data folder given? ask fairseq's own parser, data optional
+            if action.dest == "data":
+                action.nargs, action.default, action.required = "?", None, False
+        given, _ = parser.parse_known_args(argv)
+        if getattr(given, "data", None) is None:
+            argv.insert(0, data)
+    return argv
+
+
+_SAME = {"--batch-size": ("--max-sentences", "--max-tokens"), "--max-tokens": ("--batch-size", "--max-sentences")}
+
+
+def _option_value(argv, option: str):
+    """The value of ``option`` in ``argv`` (``--x v`` or ``--x=v``), or None."""
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(option + "="):
+            return arg[len(option) + 1:]
+    return None
+
+
+def _one_line_hydra_errors() -> None:
+    """hydra catches a job's exception, logs 'Error executing job' and prints a shortened
+    traceback; a MagicError is one line, as everywhere else."""
+    try:
+        from hydra.core.utils import JobReturn
+    except ImportError:  # pragma: no cover - fairseq depends on hydra
+        return
+    original = JobReturn.return_value
+
+    def return_value(self):
+        if isinstance(getattr(self, "_return_value", None), MagicError):
+            print(f"fairseq-magic: error: {self._return_value}", file=sys.stderr)
+            sys.exit(1)
+        return original.fget(self)
+
+    JobReturn.return_value = property(return_value, original.fset)
 
 
 class _AtomicCopyPathManager(PathManager):

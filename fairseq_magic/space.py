@@ -37,7 +37,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import MagicError
 
@@ -274,24 +274,34 @@ class SearchSpace:
         return sum(self.operator_params(self.candidates[c]) for c in self.validate(child))
 
     def embedding_params(self, vocab_size: int, max_positions: int) -> int:
-        """Parameters every child shares: embeddings and the masked-LM head.
-
-        Mirrors fairseq's RoBERTa layout (learned positions with the padding
-        offset, embedding LayerNorm, tied output projection with its bias),
-        with the ALBERT-style factorisation when ``embed_dim < hidden_dim``.
-        """
+        """Parameters of the embeddings: the token table (with the ALBERT-style
+        factorisation when ``embed_dim < hidden_dim``), learned positions with
+        fairseq's padding offset, and the embedding LayerNorm."""
         h, e, v = self.hidden_dim, self.embed_dim, vocab_size
         table = v * e + (e * h if e != h else 0)
         positions = (max_positions + 2) * h  # padding_idx + 1 offset rows
-        emb_norm = 2 * h
-        lm_head = (h * e + e) + 2 * e + v  # dense, LayerNorm, output bias
-        return table + positions + emb_norm + lm_head
+        return table + positions + 2 * h
+
+    def lm_head_params(self, vocab_size: int) -> int:
+        """Parameters of the masked-LM head: dense, LayerNorm and the output bias; its
+        output matrix is the token table (tied, as in RoBERTa), counted once, with the embeddings."""
+        h, e = self.hidden_dim, self.embed_dim
+        return (h * e + e) + 2 * e + vocab_size
+
+    def shared_params(self, vocab_size: int, max_positions: int) -> int:
+        """Parameters every child has: the embeddings and the masked-LM head."""
+        return self.embedding_params(vocab_size, max_positions) + self.lm_head_params(vocab_size)
+
+    def classification_head_params(self, num_classes: int) -> int:
+        """fairseq's RoBERTa classification head: dense (H x H) and the projection to the classes."""
+        h = self.hidden_dim
+        return (h * h + h) + (h * num_classes + num_classes)
 
     def params(self, child: Sequence[int], vocab_size: int = 0, max_positions: int = 0) -> int:
-        """Total parameters of a child; embeddings are counted when ``vocab_size`` is given."""
+        """Total parameters of a child; embeddings and the masked-LM head are counted when ``vocab_size`` is given."""
         total = self.layer_params(child)
         if vocab_size:
-            total += self.embedding_params(vocab_size, max_positions)
+            total += self.shared_params(vocab_size, max_positions)
         return total
 
     def head_flops(self, vocab_size: int, seq_len: int) -> int:
@@ -308,6 +318,21 @@ class SearchSpace:
         Embedding lookups, LayerNorms, softmax and activations are not counted."""
         layers = sum(self.operator_flops(self.candidates[c], seq_len) for c in self.validate(child))
         return layers + (self.head_flops(vocab_size, seq_len) if vocab_size else 0)
+
+    def size(self, child: Sequence[int], vocab_size: int, max_positions: int, seq_len: int = 128,
+             classes: Sequence[int] = ()) -> List[Tuple[str, int, int]]:
+        """(part, parameters, forward FLOPs over ``seq_len`` tokens) of a child, part by part:
+        embeddings (lookups: no FLOPs counted), layers, the masked-LM head, and a
+        classification head of each of ``classes`` (applied to the first token);
+        the sums are what ``params`` and ``flops`` give, and what the model holds."""
+        h = self.hidden_dim
+        rows = [("embeddings", self.embedding_params(vocab_size, max_positions), 0),
+                ("layers", self.layer_params(child), self.flops(child, seq_len)),
+                ("masked-LM head", self.lm_head_params(vocab_size), self.head_flops(vocab_size, seq_len))]
+        for c in classes:
+            rows.append((f"classification head ({c} classes)", self.classification_head_params(c),
+                         2 * (h * h + h * c)))
+        return rows
 
     def supernet_params(self) -> int:
         """Parameters of all layers of the super-net: every candidate of every

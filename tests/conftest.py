@@ -68,6 +68,56 @@ def supernet(data_bin, tmp_path_factory) -> str:
     return str(save / "checkpoint_last.pt")
 
 
+@pytest.fixture(scope="session")
+def plain_supernet(spm_data, tmp_path_factory) -> str:
+    """A super-net with sentencepiece data and unfactorised embeddings, of MHA and FFN layers."""
+    save = tmp_path_factory.mktemp("plain")
+    fairseq_train(spm_data["bin"], str(save), "--max-update", "4", "--candidate-ops", "MHA2,MHA4,FFN,FFN32,CONV3",
+                  "--embed-factor-dim", "0")
+    return str(save / "checkpoint_last.pt")
+
+
+PLAIN_CHILD = "MHA4,FFN,MHA4,FFN,MHA4,FFN"
+
+
+def own_labelled_data(folder: Path, sentences: List[str]) -> Dict[str, int]:
+    """A user's own binary set in SST-2's layout whose majority label is '1' (a sentence with
+    a low token number is '1'): fairseq-preprocess would order its labels 1, 0."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {"0": 0, "1": 0}
+    for split, rows in (("train", sentences[:160]), ("dev", sentences[160:220])):
+        lines = ["sentence\tlabel"]
+        for sentence in rows:
+            label = "1" if any(f"tok{i} " in sentence + " " for i in range(25)) else "0"
+            counts[label] += split == "train"
+            lines.append(f"{sentence}\t{label}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return counts
+
+
+@pytest.fixture(scope="session")
+def finetuned(plain_supernet, spm_data, tmp_path_factory) -> dict:
+    """A user's second day: a plain child exported with its sentencepiece model, a labelled set of
+    their own prepared with glue-prep, fine-tuned with fairseq's sentence_prediction."""
+    root = tmp_path_factory.mktemp("second_day")
+    magic("export", "--checkpoint", plain_supernet, "--arch", PLAIN_CHILD, "--out", str(root / "child" / "model.pt"),
+          "--sentencepiece-model", spm_data["spm"])
+    sentences = [s.strip() for s in open(f"{spm_data['text']}/train.txt", encoding="utf-8") if s.strip()]
+    counts = own_labelled_data(root / "raw" / "reviews", sentences)
+    prep = magic("glue-prep", "--glue-dir", str(root / "raw"), "--tasks", "reviews:SST-2",
+                 "--model", str(root / "child"), "--out", str(root / "bin"), "--epochs", "2", "--batch-size", "16")
+    data = root / "bin" / "reviews-bin"
+    run([sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", PLUGIN, "--restore-file",
+         str(root / "child" / "model.pt"), "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+         "--arch", "magic_child", "--task", "sentence_prediction", "--criterion", "sentence_prediction",
+         "--num-classes", "2", "--max-positions", "32", "--shorten-method", "truncate", "--init-token", "0",
+         "--separator-token", "2", "--batch-size", "16", "--optimizer", "adam", "--lr", "3e-3", "--max-update", "12",
+         "--cpu", "--num-workers", "0", "--seed", "1", "--no-progress-bar", "--best-checkpoint-metric", "accuracy",
+         "--maximize-best-checkpoint-metric", "--save-dir", str(root / "ft")])
+    return {"root": root, "child": str(root / "child"), "data": str(data), "ft": str(root / "ft"),
+            "counts": counts, "prep": prep.stdout}
+
+
 def run(cmd: List[str], check: bool = True, env: Dict[str, str] = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), env=env)
     if check and proc.returncode != 0:

@@ -1,12 +1,13 @@
 """Export a child of a super-net, and use it as fairseq uses RoBERTa."""
 
+import json
 import sys
 
 import pytest
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import COMMON, assert_one_error_line, fairseq_train, load_state, magic, run, train_log
+from conftest import COMMON, assert_one_error_line, load_state, magic, run, train_log
 from fairseq_magic.models.child import MagicChildModel
 from fairseq_magic.space import SearchSpace, save_child
 
@@ -85,15 +86,6 @@ torch.save({"tokens": tokens, "features": hub.extract_features(tokens, return_al
 """
 
 
-@pytest.fixture(scope="module")
-def plain_supernet(spm_data, tmp_path_factory):
-    """A super-net with sentencepiece data and unfactorised embeddings, of MHA and FFN layers."""
-    save = tmp_path_factory.mktemp("plain")
-    fairseq_train(spm_data["bin"], str(save), "--max-update", "4", "--candidate-ops", "MHA2,MHA4,FFN,FFN32,CONV3",
-                  "--embed-factor-dim", "0")
-    return str(save / "checkpoint_last.pt")
-
-
 def test_a_plain_transformer_child_exports_as_a_stock_roberta_checkpoint(plain_supernet, spm_data, tmp_path):
     arch = "MHA4,FFN,MHA4,FFN,MHA4,FFN"
     for fmt in ("magic_child", "roberta"):
@@ -113,7 +105,8 @@ def test_a_plain_transformer_child_exports_as_a_stock_roberta_checkpoint(plain_s
         torch.testing.assert_close(feature, inner[2 * j], rtol=1e-5, atol=1e-5)
     state = load_state(str(tmp_path / "roberta" / "model.pt"))
     assert state["cfg"]["model"]["_name"] == "roberta" and state["cfg"]["model"]["encoder_layers"] == 3
-    assert sorted(p.name for p in (tmp_path / "roberta").iterdir()) == ["dict.txt", "model.pt", "sentencepiece.bpe.model"]
+    assert sorted(p.name for p in (tmp_path / "roberta").iterdir()) == [
+        "README.md", "dict.txt", "model.pt", "sentencepiece.bpe.model"]  # the model card, and what it needs
 
 
 @pytest.mark.parametrize("arch, message", [
@@ -136,6 +129,7 @@ def test_factorised_embeddings_prevent_roberta(supernet, tmp_path):
 
 
 STOCK_LOAD = """
+import json
 import sys
 from fairseq import checkpoint_utils
 checkpoint_utils.load_model_ensemble_and_task([sys.argv[1]], arg_overrides={"data": sys.argv[2]})
@@ -154,3 +148,26 @@ def test_without_the_plugin_fairseq_says_how_to_load_it(supernet, data_bin, tmp_
     state = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "child" / "model.pt"))
     assert list(state["cfg"]["model"])[0] != "fairseq-magic plugin not loaded" and "_name" in state["cfg"]["model"]
     assert not any(str(k).startswith("fairseq-magic plugin") for k in state["cfg"]["model"])
+
+
+def test_one_size_everywhere_the_tied_matrix_counted_once(plain_supernet, tmp_path):
+    """search lists, size prints, export logs and the model holds the same parameter count:
+    the masked-LM head's output matrix is the token table, counted once."""
+    search = magic("search", "--checkpoint", plain_supernet, "--out", str(tmp_path / "s"), "--population", "6",
+                   "--generations", "2", "--sentences", "16")
+    best = json.loads((tmp_path / "s" / "best.json").read_text())
+    listed = int(next(line.split()[3] for line in search.stdout.splitlines() if line.strip().startswith("1 ")
+                      ).replace(",", ""))
+    size = magic("size", "--checkpoint", plain_supernet, "--arch", best["arch"]).stdout
+    printed = int(size.splitlines()[-1].split()[-2].replace(",", ""))
+    out = tmp_path / "child" / "model.pt"
+    exported = magic("export", "--checkpoint", plain_supernet, "--arch", str(tmp_path / "s" / "best.json"),
+                     "--out", str(out)).stdout
+    [model], _, _ = checkpoint_utils.load_model_ensemble_and_task([str(out)])
+    held = sum(p.numel() for p in model.parameters())
+    assert listed == best["params"] == printed == held, (listed, best["params"], printed, held)
+    assert f"({held:,} parameters: embeddings " in exported and ", layers " in exported
+    for part in ("embeddings", "layers", "masked-LM head"):
+        assert part in size
+    card = (tmp_path / "child" / "README.md").read_text()
+    assert best["arch"] in card and f"{held:,}" in card and "search: evolution by loss" in card

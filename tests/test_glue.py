@@ -111,8 +111,8 @@ def test_every_task_is_split_encoded_and_binarised_as_fairseq_does(glue, spm_dat
                 got = [labels.string(t) for t in load(out / "label" / name, labels)]
                 assert got == [r[2] for r in rows], (task, split)
     assert "QQP: train 24" in glue["stdout"] and "1 malformed rows dropped" in glue["stdout"]
-    assert "MNLI: train 24, dev_matched 8, dev_mismatched 6, test_matched 5, test_mismatched 4 rows (3 classes)" \
-        in glue["stdout"]
+    assert ("MNLI: train 24, dev_matched 8, dev_mismatched 6, test_matched 5, test_mismatched 4 rows (3 classes, "
+            "index order contradiction entailment neutral)") in glue["stdout"]  # sorted: not numbers 0..K-1
 
 
 FINETUNE = [
@@ -188,3 +188,34 @@ def test_glue_configs_fine_tune_a_child_under_hydra(glue, child_export, tmp_path
     state = load_state(str(tmp_path / "checkpoint_last.pt"))
     head = state["model"]["classification_heads.sentence_classification_head.out_proj.weight"]
     assert head.shape[0] == (1 if config == "sts_b" else 3 if config == "mnli" else 2)
+
+
+def test_each_folder_gets_a_schedule_sized_to_its_rows(glue):
+    """glue-prep writes finetune.yaml beside each task's data: E epochs at the task's batch, 6% warm-up."""
+    from omegaconf import OmegaConf
+
+    for task, splits in glue["expected"].items():
+        rows, batch = len(splits["train"]), 16 if task in ("CoLA", "MRPC", "STS-B", "RTE", "WNLI") else 32
+        updates = 10 * -(-rows // batch)
+        config = OmegaConf.load(glue["root"] / "bin" / f"{task}-bin" / "finetune.yaml")
+        assert config.optimization.max_update == config.lr_scheduler.total_num_update == updates, task
+        assert config.lr_scheduler.warmup_updates == round(0.06 * updates) and config.dataset.batch_size == batch
+        assert config.task.num_classes == (1 if task == "STS-B" else 3 if task == "MNLI" else 2)
+        assert OmegaConf.is_missing(config.checkpoint, "restore_file")  # no --model: the user names the child
+        assert f"--total-num-update {updates} --warmup-updates {round(0.06 * updates)}" in glue["stdout"]
+    assert OmegaConf.load(glue["root"] / "bin" / "MNLI-bin" / "finetune.yaml").dataset.valid_subset == "valid,valid1"
+
+
+def test_own_data_in_a_glue_layout_fine_tunes_from_the_written_config(finetuned, tmp_path):
+    """reviews:SST-2: a folder of the user's own data; the config names the exported child, a
+    learning rate for its size, and the updates of 2 epochs of 160 rows at batch 16."""
+    assert "reviews: train 160, dev 60 rows (2 classes, index order 0 1)" in finetuned["prep"]
+    assert "--batch-size 16 --max-epoch 2 --total-num-update 20 --warmup-updates 1 --lr 0.001" in finetuned["prep"]
+    assert "layer parameters: under 1M" in finetuned["prep"]
+    config = f"{finetuned['data']}/finetune.yaml"
+    proc = run([sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", finetuned["data"], "--config-name",
+                "finetune", f"checkpoint.save_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}",
+                "common.cpu=true", "task.max_positions=32", "optimization.max_update=3"])
+    log = proc.stdout + proc.stderr
+    assert "num_updates 3" in log and "| accuracy " in log, log[-2000:]
+    assert "Loaded checkpoint" in log and str(finetuned["child"]) in open(config).read()

@@ -19,7 +19,7 @@ def toy_score(children):
 
 
 def test_evolution_respects_limits_and_is_reproducible():
-    limits = Limits(max_params=SPACE.embedding_params(100, 64) + 8 * 60000)
+    limits = Limits(max_params=SPACE.shared_params(100, 64) + 8 * 60000)
     constraints = Constraints(SPACE, limits, vocab_size=100, max_positions=64)
     runs = [evolution(toy_score, constraints, np.random.default_rng(7), population=20, generations=6, parents=5)
             for _ in range(2)]

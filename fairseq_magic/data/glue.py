@@ -15,15 +15,21 @@ the ``valid`` split (MNLI: ``dev_matched`` -> ``valid``, ``dev_mismatched`` ->
 train and dev files have none), QQP's rows without its six fields are dropped,
 class labels get their own dictionary, and STS-B's scores are divided by 5
 and kept as text (``label/<split>.label``, what ``--regression-target`` reads).
+
+The label dictionary is ordered so that class index i is label i where the
+labels are 0..K-1 (and sorted otherwise), not by frequency as
+``fairseq-preprocess`` orders it: ``predict(...).argmax() == 1`` means label
+``1`` on every data set, whichever label is the majority.
 Test files carry no labels. WNLI, which fairseq's script leaves out, has RTE's
 layout.
 """
 
 import logging
+import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import MagicError
@@ -47,28 +53,41 @@ class TaskLayout:
     num_fields: int = 0  # rows of train/dev with another number of fields are dropped (0: keep all)
     dev: Tuple[str, ...] = ("dev",)
     test: Tuple[str, ...] = ("test",)
+    # fine-tuning, as fairseq's RoBERTa GLUE recipe sets it (examples/roberta/README.glue.md)
+    batch_size: int = 32
+    lr: float = 1e-5  # RoBERTa-base's: see suggested_lr for a smaller child
+    report: str = ""  # the criterion's extra metric: report_mcc, report_acc_and_f1, report_pearson_and_spearman
 
 
 TASKS: Dict[str, TaskLayout] = {t.name: t for t in (
-    TaskLayout("CoLA", inputs=(3,), test_inputs=(1,), label=1, header=False),
+    TaskLayout("CoLA", inputs=(3,), test_inputs=(1,), label=1, header=False, batch_size=16, report="report_mcc"),
     TaskLayout("SST-2", inputs=(0,), test_inputs=(1,), label=1),
-    TaskLayout("MRPC", inputs=(3, 4), test_inputs=(3, 4), label=0),
-    TaskLayout("STS-B", inputs=(7, 8), test_inputs=(7, 8), label=9, num_classes=1, regression=True),
-    TaskLayout("QQP", inputs=(3, 4), test_inputs=(1, 2), label=5, num_fields=6),
+    TaskLayout("MRPC", inputs=(3, 4), test_inputs=(3, 4), label=0, batch_size=16, report="report_acc_and_f1"),
+    TaskLayout("STS-B", inputs=(7, 8), test_inputs=(7, 8), label=9, num_classes=1, regression=True, batch_size=16,
+               lr=2e-5, report="report_pearson_and_spearman"),
+    TaskLayout("QQP", inputs=(3, 4), test_inputs=(1, 2), label=5, num_fields=6, report="report_acc_and_f1"),
     TaskLayout("MNLI", inputs=(8, 9), test_inputs=(8, 9), label=11, dev_label=15, num_classes=3,
                dev=("dev_matched", "dev_mismatched"), test=("test_matched", "test_mismatched")),
     TaskLayout("QNLI", inputs=(1, 2), test_inputs=(1, 2), label=3),
-    TaskLayout("RTE", inputs=(1, 2), test_inputs=(1, 2), label=3),
-    TaskLayout("WNLI", inputs=(1, 2), test_inputs=(1, 2), label=3),
+    TaskLayout("RTE", inputs=(1, 2), test_inputs=(1, 2), label=3, batch_size=16, lr=2e-5),
+    TaskLayout("WNLI", inputs=(1, 2), test_inputs=(1, 2), label=3, batch_size=16, lr=2e-5),
 )}
 
 
 def task_layout(name: str) -> TaskLayout:
-    """The layout of a task named as GLUE names its folder (any case)."""
+    """The layout of a task named as GLUE names its folder (any case), or ``FOLDER:TASK``:
+    your own data in the folder FOLDER, laid out as the GLUE task TASK (for example
+    ``reviews:SST-2``: a header line, then a sentence and its label per row)."""
+    folder, _, like = name.strip().partition(":")
     by_lower = {key.lower(): layout for key, layout in TASKS.items()}
-    layout = by_lower.get(name.strip().lower())
+    layout = by_lower.get((like or folder).strip().lower())
     if layout is None:
-        raise MagicError(f"unknown GLUE task '{name}' (known: {', '.join(TASKS)})")
+        raise MagicError(f"unknown GLUE task '{like or folder}' (known: {', '.join(TASKS)}; your own data: "
+                         "FOLDER:TASK, e.g. reviews:SST-2)")
+    if like and folder.strip():
+        if os.sep in folder or folder.strip() in (".", ".."):
+            raise MagicError(f"--tasks {name}: FOLDER is a folder name inside --glue-dir, not a path")
+        layout = replace(layout, name=folder.strip())
     return layout
 
 
@@ -129,6 +148,25 @@ def _binarise(destdir: str, trainpref: str, validpref: str = "", testpref: str =
         fairseq_log.setLevel(level)
 
 
+def label_order(labels: Sequence[str]) -> List[str]:
+    """The class labels in index order: 0..K-1 numerically when they are exactly those
+    integers, otherwise sorted (as strings)."""
+    classes = set(labels)
+    if all(label.isdigit() for label in classes) and {int(label) for label in classes} == set(range(len(classes))):
+        return sorted(classes, key=int)
+    return sorted(classes)
+
+
+def write_label_dictionary(path: str, labels: Sequence[str]) -> List[str]:
+    """A fairseq dictionary file of the class labels in ``label_order``; returns that order."""
+    order = label_order(labels)
+    counts = {label: 0 for label in order}
+    for label in labels:
+        counts[label] += 1
+    _write_lines(path, [f"{label} {counts[label]}" for label in order])
+    return order
+
+
 def _split_names(names: Sequence[str], base: str) -> List[str]:
     """fairseq's names for a task's dev (or test) files: valid, valid1, ..."""
     return [base if i == 0 else f"{base}{i}" for i in range(len(names))]
@@ -143,6 +181,7 @@ def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: st
     splits += [(name, "valid", layout.dev_label if layout.dev_label is not None else layout.label) for name in layout.dev]
     splits += [(name, "test", None) for name in layout.test]
     counts: Dict[str, int] = {}
+    train_labels: List[str] = []
     dropped_total = 0
     if os.path.isdir(out):
         shutil.rmtree(out)
@@ -166,6 +205,8 @@ def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: st
                                      f"the task has {layout.num_classes}; is the column layout GLUE's?")
             dropped_total += dropped
             counts[name] = len(inputs[0])
+            if kind == "train":
+                train_labels = labels
             prefix = os.path.join(work, name)
             prefixes[kind].append(prefix)
             for i, values in enumerate(inputs):
@@ -183,15 +224,95 @@ def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: st
                       ",".join(f"{p}.input{i}.spm" for p in prefixes["valid"]),
                       ",".join(f"{p}.input{i}.spm" for p in prefixes["test"]), srcdict=dictionary)
         label_dir = os.path.join(out, "label")
+        classes: List[str] = []
         if layout.regression:
             os.makedirs(label_dir, exist_ok=True)
             for kind in ("train", "valid"):
                 for prefix, split in zip(prefixes[kind], _split_names(prefixes[kind], kind)):
                     shutil.copyfile(f"{prefix}.label", os.path.join(label_dir, f"{split}.label"))
         else:
-            _binarise(label_dir, f"{prefixes['train'][0]}.label", ",".join(f"{p}.label" for p in prefixes["valid"]))
+            label_dict = os.path.join(work, "label.dict.txt")
+            classes = write_label_dictionary(label_dict, train_labels)
+            _binarise(label_dir, f"{prefixes['train'][0]}.label", ",".join(f"{p}.label" for p in prefixes["valid"]),
+                      srcdict=label_dict)
     return {"task": layout.name, "out": out, "rows": counts, "dropped": dropped_total,
-            "num_classes": layout.num_classes, "regression": layout.regression}
+            "num_classes": layout.num_classes, "regression": layout.regression, "labels": classes}
+
+
+@dataclass
+class Schedule:
+    """The updates of fine-tuning for ``epochs`` over ``rows`` training rows at ``batch_size`` sentences."""
+
+    rows: int
+    epochs: int
+    batch_size: int
+    warmup_fraction: float = 0.06  # RoBERTa's GLUE recipe: 6% of the updates
+
+    @property
+    def updates(self) -> int:
+        return self.epochs * math.ceil(self.rows / self.batch_size)
+
+    @property
+    def warmup(self) -> int:
+        return round(self.warmup_fraction * self.updates)
+
+    def options(self) -> str:
+        return (f"--batch-size {self.batch_size} --max-epoch {self.epochs} --total-num-update {self.updates} "
+                f"--warmup-updates {self.warmup}")
+
+
+def suggested_lr(layer_params: Optional[int], layout: TaskLayout) -> Tuple[float, str]:
+    """A learning rate for a child of ``layer_params`` layer parameters, from the rates measured by
+    model size (docs/search-export-finetune.md), and why."""
+    if layer_params is None:
+        return layout.lr, "fairseq's GLUE rate for RoBERTa-base; give --model to size it to the child"
+    millions = layer_params / 1e6
+    if millions < 1:
+        return 1e-3, f"the child has {millions:.2f}M layer parameters: under 1M, 1e-3 measured best"
+    if millions < 10:
+        return 3e-4, f"the child has {millions:.2f}M layer parameters: at a few million, 3e-4 measured best"
+    return layout.lr, f"the child has {millions:.1f}M layer parameters: fairseq's GLUE rate"
+
+
+def finetune_config(layout: TaskLayout, data: str, schedule: Schedule, lr: float, max_positions: int,
+                    restore_file: str = "") -> dict:
+    """A ``fairseq-hydra-train`` config that fine-tunes a magic_child on one prepared task folder:
+    fairseq's RoBERTa GLUE settings, with the updates of ``schedule``."""
+    from .. import __file__ as plugin
+
+    task = {"_name": "sentence_prediction", "data": os.path.abspath(data), "init_token": 0, "separator_token": 2,
+            "num_classes": layout.num_classes, "max_positions": max_positions, "shorten_method": "truncate"}
+    if layout.regression:
+        task["regression_target"] = True
+    criterion = {"_name": "sentence_prediction", **({layout.report: True} if layout.report else {})}
+    dataset = {"batch_size": schedule.batch_size, "required_batch_size_multiple": 1, "num_workers": 0}
+    if len(layout.dev) > 1:
+        dataset["valid_subset"] = ",".join(_split_names(layout.dev, "valid"))
+    return {
+        "common": {"log_format": "simple", "log_interval": 100, "user_dir": os.path.dirname(os.path.abspath(plugin))},
+        "task": task,
+        "checkpoint": {"restore_file": os.path.abspath(restore_file) if restore_file else "???",
+                       "reset_optimizer": True, "reset_dataloader": True, "reset_meters": True,
+                       "no_epoch_checkpoints": True,
+                       "best_checkpoint_metric": "loss" if layout.regression else "accuracy",
+                       "maximize_best_checkpoint_metric": not layout.regression},
+        "distributed_training": {"find_unused_parameters": True},
+        "criterion": criterion,
+        "dataset": dataset,
+        "optimizer": {"_name": "adam", "weight_decay": 0.1, "adam_betas": "(0.9,0.98)", "adam_eps": 1e-06},
+        "lr_scheduler": {"_name": "polynomial_decay", "warmup_updates": schedule.warmup,
+                         "total_num_update": schedule.updates},
+        "optimization": {"clip_norm": 0.0, "lr": [lr], "max_update": schedule.updates, "max_epoch": schedule.epochs},
+        "model": {"_name": "magic_child", "dropout": 0.1, "attention_dropout": 0.1},
+    }
+
+
+def write_finetune_config(path: str, config: dict, header: Sequence[str]) -> None:
+    from omegaconf import OmegaConf
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"# {line}\n" for line in header)
+        f.write(OmegaConf.to_yaml(OmegaConf.create(config)))
 
 
 def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Sequence[str] = (),

@@ -31,8 +31,9 @@ from ..checkpoint import torch_load
 from ..errors import MagicError
 from ..ranges import check_section
 from ..space import Child, SearchSpace, load_child, names_a_file
+from .hub import FromPretrained
 from .state_format import (
-    CHILD_SPEC_KEY, SIZE_FIELDS, add_format_version, child_spec, decode_json, encode_json, size_config, upgrade_state,
+    CHILD_SPEC_KEY, add_format_version, child_spec, decode_json, encode_json, size_config, spec_space, upgrade_state,
     VersionedState,
 )
 from .supernet import EncoderOptions, build_roberta_model, writable
@@ -109,7 +110,7 @@ def resolve_child_arch(args) -> Tuple[List[str], dict, str]:
         if not arch:
             raise MagicError("--arch magic_child needs --child-arch (an architecture file or string) or a "
                              "--restore-file of a magic_child checkpoint, which carries its architecture")
-        source = "the command line" + (", RoBERTa-base's for the sizes not given" if len(given) < len(DEFAULT_SIZES) else "")
+        source = "the config" + (", RoBERTa-base's for the sizes not given" if len(given) < len(DEFAULT_SIZES) else "")
         return [op.strip() for op in arch.split(",")], {**DEFAULT_SIZES, **given}, source
     path, spec = restored
     ops = [op.strip() for op in (arch or spec["child_arch"]).split(",")]
@@ -129,9 +130,7 @@ def child_from_args(args):
     if any(not op for op in ops):
         raise MagicError(f"empty operator in --child-arch '{','.join(ops)}'")
     logger.info(f"magic_child {','.join(ops)}: {', '.join(f'{k} {v}' for k, v in sizes.items())} (from {source})")
-    dims = {SIZE_FIELDS[key]: value for key, value in sizes.items()}
-    space = SearchSpace.build(len(ops), ",".join(dict.fromkeys(ops)), **dims)
-    return space, space.parse(",".join(ops))
+    return spec_space(ops, sizes)
 
 
 def _save_child_spec(module, state_dict, prefix, local_metadata):
@@ -145,7 +144,7 @@ def _drop_child_spec(module, state_dict, prefix, *args):
 
 
 @register_model("magic_child", dataclass=MagicChildConfig)
-class MagicChildModel(VersionedState, RobertaModel):
+class MagicChildModel(FromPretrained, VersionedState, RobertaModel):
     def __init__(self, args, encoder):
         super().__init__(args, encoder)
         self._register_state_dict_hook(_save_child_spec)
@@ -166,23 +165,6 @@ class MagicChildModel(VersionedState, RobertaModel):
                 args.child_arch = space.format(child)
             roberta_base_architecture(args)
             return build_roberta_model(cls, args, task, space, child)
-
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", bpe=None,
-                        **kwargs):
-        """fairseq's RoBERTa hub loader; ``bpe`` defaults to sentencepiece when the
-        directory holds ``sentencepiece.bpe.model`` (a self-contained export)."""
-        folder = str(model_name_or_path)
-        if not os.path.isdir(folder):
-            raise MagicError(f"model folder not found: {folder} (from_pretrained takes an export's folder)")
-        missing = [name for name in str(checkpoint_file).split(os.pathsep)
-                   if not os.path.isfile(os.path.join(folder, name))]
-        if missing:
-            raise MagicError(f"no {missing[0]} in {folder}: give checkpoint_file= the name of the exported checkpoint")
-        if bpe is None:
-            has_spm = os.path.isfile(os.path.join(str(model_name_or_path), "sentencepiece.bpe.model"))
-            bpe = "sentencepiece" if has_spm else "gpt2"  # fairseq's own default otherwise
-        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, bpe=bpe, **kwargs)
 
     @property
     def space(self) -> SearchSpace:

@@ -94,6 +94,13 @@ def child_spec(space: SearchSpace, child) -> dict:
     return {"child_arch": space.format(child), **size_config(space)}
 
 
+def spec_space(operators, sizes: dict):
+    """(space, child) of a child's operator names and size fields: the space holds just its operators."""
+    dims = {SIZE_FIELDS[key]: int(value or 0) for key, value in sizes.items() if key in SIZE_FIELDS}
+    space = SearchSpace.build(len(operators), ",".join(dict.fromkeys(operators)), **dims)
+    return space, space.parse(",".join(operators))
+
+
 def complete_child_config(state: dict) -> None:
     """Give a magic_child checkpoint's config the architecture and sizes the model
     saved with its weights. fairseq saves the config as given on the command line,

@@ -45,6 +45,7 @@ from ..modules import CandidateLayer, ChildLayer, SupernetLayer, build_sublayer,
 from ..modules.entangled import EntangledSupernetLayer
 from ..ranges import check_section
 from ..space import Child, SearchSpace, load_child, names_a_file
+from .hub import FromPretrained
 from .search_state import SearchState
 from .state_format import (
     ARCH_WEIGHTS_PREFIX, SEARCH_STATE_KEY, add_format_version, arch_weights_state, decode_json, encode_json, size_config,
@@ -246,7 +247,7 @@ def _load_search_state(module, state_dict, prefix, *args):
 
 
 @register_model("magic_supernet", dataclass=MagicSupernetConfig)
-class MagicSupernetModel(VersionedState, RobertaModel):
+class MagicSupernetModel(FromPretrained, VersionedState, RobertaModel):
     """Chain-styled super-net: each layer chooses one of the candidate operators.
 
     ``search_state`` holds what training needs to resume a search exactly

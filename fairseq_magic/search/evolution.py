@@ -12,6 +12,13 @@ Evolution follows SPOS (Guo et al. 2020): keep the ``parents`` best of each
 generation, make half of the next by mutation (each layer re-drawn with
 probability ``mutation_prob``) and half by uniform crossover of two parents,
 all seeded.
+
+A search can stay inside a sub-space of the super-net's: ``sub_space`` reads
+``--candidate-ops`` as training does (``MHA4,FFN``, or layer groups
+``MHA4|FFN``) into each layer's allowed operators, and ``plain_transformers``
+lists the children that ``export --format roberta`` and ``--format huggingface``
+take (MHA and FFN alternating, one head count, one FFN size): few enough to
+score them all.
 """
 
 import json
@@ -23,8 +30,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import MagicError
-from ..space import Child, SearchSpace, save_child
-from ..training.samplers import uniform_child
+from ..space import Child, SearchSpace, parse_operator, save_child
+from ..training.samplers import Allowed, uniform_child
 from .scoring import ChildScore
 
 logger = logging.getLogger(__name__)
@@ -42,9 +49,11 @@ class Limits:
 class Constraints:
     """Parameter and FLOP limits of one search, with the sizes they are checked on."""
 
-    def __init__(self, space: SearchSpace, limits: Limits, vocab_size: int, max_positions: int):
+    def __init__(self, space: SearchSpace, limits: Limits, vocab_size: int, max_positions: int,
+                 allowed: Allowed = None):
         self.space, self.limits = space, limits
-        self.shared = space.embedding_params(vocab_size, max_positions)
+        self.options = [list(o) for o in (allowed or space.layer_options)]  # each layer's operators to search
+        self.shared = space.shared_params(vocab_size, max_positions)
         self.shared_flops = space.head_flops(vocab_size, limits.seq_len)  # every child has the masked-LM head
         self._check_feasible()
 
@@ -56,14 +65,16 @@ class Constraints:
 
     def ok(self, child: Child) -> bool:
         lim = self.limits
-        return lim.min_params <= self.params(child) <= lim.max_params and lim.min_flops <= self.flops(child) <= lim.max_flops
+        return (all(c in options for c, options in zip(child, self.options))
+                and lim.min_params <= self.params(child) <= lim.max_params
+                and lim.min_flops <= self.flops(child) <= lim.max_flops)
 
     def _check_feasible(self) -> None:
         space, lim = self.space, self.limits
-        per_op_params = [space.operator_params(op) for op in space.candidates]
-        per_op_flops = [space.operator_flops(op, lim.seq_len) for op in space.candidates]
-        lo_p, hi_p = self.shared + space.num_layers * min(per_op_params), self.shared + space.num_layers * max(per_op_params)
-        lo_f, hi_f = (self.shared_flops + space.num_layers * f for f in (min(per_op_flops), max(per_op_flops)))
+        params = [[space.operator_params(space.candidates[c]) for c in options] for options in self.options]
+        flops = [[space.operator_flops(space.candidates[c], lim.seq_len) for c in options] for options in self.options]
+        lo_p, hi_p = (self.shared + sum(pick(p) for p in params) for pick in (min, max))
+        lo_f, hi_f = (self.shared_flops + sum(pick(f) for f in flops) for pick in (min, max))
         if lim.max_params < lo_p or lim.min_params > hi_p or lim.min_params > lim.max_params:
             raise MagicError(
                 f"no child can meet the parameter limits [{lim.min_params:,.0f}, {lim.max_params:,.0f}]: "
@@ -78,7 +89,7 @@ class Constraints:
     def sample(self, rng: np.random.Generator, tries: int = 1000) -> Child:
         """A random child within the limits: a uniform draw, repaired when it misses them."""
         for _ in range(tries):
-            child = self.repair(uniform_child(self.space, rng), rng)
+            child = self.repair(uniform_child(self.space, rng, self.options), rng)
             if child is not None:
                 return child
         raise MagicError(f"no child within the limits found in {tries} random draws; widen the limits")
@@ -101,7 +112,7 @@ class Constraints:
             else:
                 key, shrink = ("params" if params < lim.min_params else "flops"), False
             size = sizes[key]
-            moves = [(layer, c) for layer, cur in enumerate(child) for c in space.layer_options[layer]
+            moves = [(layer, c) for layer, cur in enumerate(child) for c in self.options[layer]
                      if (size[c] < size[cur] if shrink else size[c] > size[cur])]
             if not moves:
                 return None
@@ -110,13 +121,59 @@ class Constraints:
         return None
 
 
-def mutate(child: Child, space: SearchSpace, prob: float, rng: np.random.Generator) -> Child:
+def mutate(child: Child, space: SearchSpace, prob: float, rng: np.random.Generator, allowed: Allowed = None) -> Child:
     redraw = rng.random(len(child)) < prob
-    if space.groups:
-        fresh = [options[rng.integers(len(options))] for options in space.layer_options]
+    if space.groups or allowed is not None:
+        fresh = [options[rng.integers(len(options))] for options in (allowed or space.layer_options)]
     else:
         fresh = rng.integers(0, space.num_candidates, size=len(child))
     return tuple(int(f) if r else c for c, f, r in zip(child, fresh, redraw))
+
+
+def sub_space(space: SearchSpace, candidate_ops: str) -> List[List[int]]:
+    """Each layer's allowed candidates under ``candidate_ops`` (training's syntax: ``MHA4,FFN``,
+    or groups ``MHA4|FFN`` taken by the layers in turn); one line for an operator the space lacks."""
+    groups = [[name.strip() for name in group.split(",") if name.strip()] for group in candidate_ops.split("|")]
+    if not all(groups):
+        raise MagicError(f"--candidate-ops '{candidate_ops}' has an empty group")
+    by_key = {(op.kind, op.size): i for i, op in enumerate(space.candidates)}
+    index = {}
+    for name in (n for group in groups for n in group):
+        op = parse_operator(name, space.ffn_dim)  # a malformed name is its own one line
+        if (op.kind, op.size) not in by_key:
+            raise MagicError(f"--candidate-ops: {name} is not a candidate of the super-net "
+                             f"(its candidates: {', '.join(space.candidate_names)})")
+        index[name] = by_key[op.kind, op.size]
+    allowed = []
+    for layer, options in enumerate(space.layer_options):
+        chosen = [index[name] for name in groups[layer % len(groups)] if index[name] in options]
+        if not chosen:
+            raise MagicError(f"--candidate-ops '{candidate_ops}' leaves layer {layer} no operator (its candidates: "
+                             + ", ".join(space.candidates[c].name for c in options) + ")")
+        allowed.append(sorted(set(chosen)))
+    return allowed
+
+
+def plain_transformers(space: SearchSpace, allowed: Allowed = None) -> List[Child]:
+    """The children of (``allowed``) ``space`` that are plain Transformers: MHA layers at even
+    positions, FFN at odd, one MHA and one FFN throughout, attention as wide as the hidden size;
+    one line saying why when there are none."""
+    options = [list(o) for o in (allowed or space.layer_options)]
+    if space.num_layers % 2 or space.embed_dim != space.hidden_dim:
+        why = (f"{space.num_layers} layers (a Transformer layer is an MHA,FFN pair)" if space.num_layers % 2 else
+               f"factorised embeddings ({space.embed_dim} -> {space.hidden_dim})")
+        raise MagicError(f"this super-net has no plain-Transformer child: {why}")
+
+    def common(kind: str, start: int) -> List[int]:
+        sets = [{c for c in options[layer] if space.candidates[c].kind == kind} for layer in range(start, len(options), 2)]
+        return sorted(c for c in set.intersection(*sets)
+                      if kind != "MHA" or space.attention_width(space.candidates[c]) == space.hidden_dim)
+
+    attention, ffn = common("MHA", 0), common("FFN", 1)
+    if not attention or not ffn:
+        raise MagicError("no plain-Transformer child in this (sub-)space: it needs an MHA as wide as the hidden size "
+                         "allowed in every even layer and an FFN in every odd one")
+    return [tuple([m, f] * (space.num_layers // 2)) for m in attention for f in ffn]
 
 
 def crossover(a: Child, b: Child, rng: np.random.Generator) -> Child:
@@ -158,7 +215,7 @@ def evolution(
             break
         top = sorted(scores, key=scores.get, reverse=True)[:parents]
         pick = lambda: top[int(rng.integers(len(top)))]  # noqa: E731
-        mutants = _offspring(lambda: mutate(pick(), space, mutation_prob, rng), constraints, seen, population // 2)
+        mutants = _offspring(lambda: mutate(pick(), space, mutation_prob, rng, constraints.options), constraints, seen, population // 2)
         children = _offspring(lambda: crossover(pick(), pick(), rng), constraints, seen, population - len(mutants))
         new = mutants + children
         if not new:

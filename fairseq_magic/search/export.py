@@ -1,4 +1,5 @@
-"""Export a child of a trained super-net as a stand-alone ``magic_child`` checkpoint.
+"""Export a child of a trained super-net (or a child checkpoint: retrained,
+fine-tuned) as a stand-alone, self-contained model folder with a model card.
 
 The child inherits the super-net's weights: its chosen operators (keys
 ``...layers.<i>.candidates.<c>.<rest>`` become ``...layers.<i>.<rest>``), the
@@ -20,22 +21,36 @@ layers ``2j`` and ``2j+1`` become Transformer layer ``j`` (``self_attn``,
 ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``), so fairseq
 loads it with no ``--user-dir`` and computes the same features. Any other
 child is one error line naming the layers that prevent it.
+
+``format="huggingface"`` writes the same plain-Transformer child as a
+``transformers`` RoBERTa folder (``RobertaForMaskedLM``, or
+``RobertaForSequenceClassification`` from a fine-tuned checkpoint) with a fast
+tokenizer built from the sentencepiece model and the fairseq dictionary
+(``AutoModel`` / ``AutoModelForSequenceClassification`` / ``AutoTokenizer``
+load it). ``transformers`` is an optional extra.
+
+Every export writes ``README.md``, a model card: the architecture, its size
+part by part, and how it was found (super-net, method, search limits, data, seed).
 """
 
+import json
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from typing import Dict, List, Tuple, Union
 
 import torch
+from fairseq import checkpoint_utils
 from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
-from ..checkpoint import atomic_save, load_supernet_checkpoint
+from ..checkpoint import atomic_save, model_name, supernet_of_state
 from ..errors import MagicError
+from ..models.hub import SENTENCEPIECE_FILE, bpe_model, restored_folder
 from ..models.state_format import (
     ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, FORMAT_VERSION_KEY, SEARCH_STATE_KEY, add_format_version, child_spec,
-    encode_json,
+    decode_json, encode_json, spec_space, upgrade_state,
 )
 from ..models.supernet import EncoderOptions, resolve_child
 from ..modules.entangled import slice_state
@@ -131,35 +146,188 @@ def roberta_model_cfg(child_cfg: dict, space: SearchSpace, child: Child) -> dict
     }
 
 
-SENTENCEPIECE_FILE = "sentencepiece.bpe.model"  # the name fairseq's hub_utils.from_pretrained picks up
-FORMATS = ("magic_child", "roberta")
+FORMATS = ("magic_child", "roberta", "huggingface")
+LABEL_DICTIONARY = os.path.join("label", "dict.txt")
+CARD_FILE = "README.md"
 
 
-def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepiece_model: str = "",
+@dataclass
+class ExportSource:
+    """A child to export, read from a super-net (with the architecture) or from a child checkpoint."""
+
+    path: str
+    cfg: dict  # the checkpoint's config, as plain containers
+    space: SearchSpace
+    child: Child
+    weights: Dict[str, torch.Tensor]  # under magic_child names, the child spec included
+    dictionary: str  # the dict.txt of its inputs
+    label_dictionary: str = ""  # a fine-tuned classifier's label/dict.txt
+    provenance: Dict = field(default_factory=dict)  # how it was found, for the model card
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.cfg["task"].get("_name") == "sentence_prediction"
+
+    @property
+    def heads(self) -> Dict[str, int]:
+        """Its classification heads and their number of classes."""
+        return {key.split(".")[1]: int(value.shape[0]) for key, value in self.weights.items()
+                if key.startswith("classification_heads.") and key.endswith(".out_proj.weight")}
+
+    @property
+    def vocab_size(self) -> int:
+        return int(next(v for k, v in self.weights.items() if k.endswith("embed_tokens.weight")
+                        or k.endswith("embed_tokens.table.weight")).shape[0])
+
+    @property
+    def max_positions(self) -> int:
+        rows = next(v for k, v in self.weights.items() if k.endswith("embed_positions.weight")).shape[0]
+        return int(rows) - 2  # fairseq's learned positions start after the padding index
+
+    def size(self, seq_len: int = 128) -> List[Tuple[str, int, int]]:
+        return self.space.size(self.child, self.vocab_size, self.max_positions, seq_len, list(self.heads.values()))
+
+
+def method_name(task_cfg) -> str:
+    """The paper's name of how a super-net was trained, from its task config."""
+    relaxation = str(task_cfg.get("relaxation", "none") or "none")
+    if relaxation != "none":
+        return f"gradient-based ({relaxation}, {task_cfg.get('arch_optimizer', 'darts')})"
+    sampler = str(task_cfg.get("sampler", "uniform"))
+    aligned = float(task_cfg.get("align_lambda", 0) or 0) > 0
+    names = {"uniform": "SPOS", "gradual": "MAGIC-T", "fair": "FairNAS", "fair-gradual": "the fair gradual walk"}
+    name = names.get(sampler, sampler)
+    if aligned:
+        name = {"SPOS": "MAGIC-A", "MAGIC-T": "MAGIC-AT"}.get(name, f"{name} with MAGIC-A's alignment")
+    return name
+
+
+def _data_folder(cfg: dict) -> str:
+    return str(cfg["task"].get("data") or "").split(os.pathsep)[0]
+
+
+def _dictionaries(cfg: dict, checkpoint: str) -> Tuple[str, str]:
+    """(dict.txt, label dict.txt or '') of a checkpoint: in its data folder, else beside it (an export)."""
+    classifier = cfg["task"].get("_name") == "sentence_prediction"
+    for folder in (_data_folder(cfg), os.path.dirname(os.path.abspath(checkpoint))):
+        inputs = os.path.join(folder, "input0", "dict.txt") if classifier else ""
+        inputs = inputs if inputs and os.path.isfile(inputs) else os.path.join(folder, "dict.txt")
+        if folder and os.path.isfile(inputs):
+            labels = os.path.join(folder, LABEL_DICTIONARY)
+            return inputs, labels if classifier and os.path.isfile(labels) else ""
+    raise MagicError(f"no dict.txt in {checkpoint}'s data folder ({_data_folder(cfg) or 'none recorded'}) or beside "
+                     "it; the export needs the dictionary the model was trained with")
+
+
+def _search_settings(arch) -> dict:
+    """The settings of the search whose best.json ``arch`` names (its search.json), if any."""
+    if not isinstance(arch, str) or not arch.endswith(".json"):
+        return {}
+    record = os.path.join(os.path.dirname(os.path.abspath(arch)), "search.json")
+    try:
+        with open(record, encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: settings[k] for k in ("algorithm", "metric", "limits", "seed", "scored", "sentences") if k in settings}
+
+
+def _recorded_provenance(path: str) -> dict:
+    """The provenance an earlier export recorded in ``path`` (a fine-tuning's --restore-file), if readable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return dict((state.get("extra_state") or {}).get("provenance") or {})
+    except Exception:  # noqa: BLE001 - an unreadable or moved file only leaves the card shorter
+        return {}
+
+
+def read_source(checkpoint: str, arch: Union[str, Child, None] = None, dictionaries: bool = True) -> ExportSource:
+    """The child to export: ``arch`` of a super-net checkpoint, or the child a magic_child
+    checkpoint holds (an export, a retrained or a fine-tuned child); ``dictionaries``: find
+    them too (an error if they are gone)."""
+    state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint)
+    name = model_name(state)
+    cfg = OmegaConf.to_container(state["cfg"], resolve=True)
+    updates = state["optimizer_history"][-1].get("num_updates") if state.get("optimizer_history") else None
+    if name.startswith("magic_supernet"):
+        if arch is None or arch == "":
+            raise MagicError(f"{checkpoint} is a super-net: give --arch, the child to export (a string or a search's "
+                             "best.json)")
+        model_cfg, space = supernet_of_state(state, checkpoint)
+        child = resolve_child(arch, space)
+        spec = child_spec(space, child)
+        weights = child_state_dict(state["model"], child, space)
+        weights[CHILD_SPEC_KEY] = encode_json(spec)
+        cfg["model"] = child_model_cfg(model_cfg, space, child)
+        provenance = {"supernet": os.path.abspath(checkpoint), "supernet_updates": updates,
+                      "method": method_name(cfg["task"]), "seed": cfg["common"].get("seed"),
+                      "data": _data_folder(cfg), "search": _search_settings(arch)}
+        provenance["training"] = {k: cfg["task"].get(k) for k in (
+            "sampler", "gradual_k", "align_lambda", "relaxation") if k in cfg["task"]}
+        space, child = spec_space(spec["child_arch"].split(","), spec)  # the child's own space: its operators
+    elif name == "magic_child":
+        weights = dict(state["model"])
+        upgrade_state(weights, source=checkpoint)
+        spec = decode_json(weights[CHILD_SPEC_KEY])
+        space, child = spec_space(spec["child_arch"].split(","), spec)
+        if arch not in (None, "") and space.format(resolve_child(arch, space)) != space.format(child):
+            raise MagicError(f"{checkpoint} holds the child {space.format(child)}; leave --arch out to export it")
+        weights[CHILD_SPEC_KEY] = encode_json(child_spec(space, child))
+        restored = restored_folder(cfg)
+        provenance = _recorded_provenance(os.path.join(restored, os.path.basename(
+            str(cfg["checkpoint"].get("restore_file"))))) if restored else {}
+        provenance.update(child_checkpoint=os.path.abspath(checkpoint), child_updates=updates,
+                          child_task=cfg["task"].get("_name"), child_data=_data_folder(cfg),
+                          child_seed=cfg["common"].get("seed"))
+    else:
+        raise MagicError(f"{checkpoint} is not a fairseq-magic super-net or magic_child checkpoint "
+                         f"(its model is '{name or 'unknown'}')")
+    dictionary, labels = _dictionaries(cfg, checkpoint) if dictionaries else ("", "")
+    return ExportSource(checkpoint, cfg, space, child, weights, dictionary, labels, provenance)
+
+
+def export_child(checkpoint: str, arch: Union[str, Child, None], out: str, sentencepiece_model: str = "",
                  format: str = "magic_child") -> dict:
-    """Write ``out``: the child ``arch`` of super-net ``checkpoint`` as a magic_child
-    (or plain roberta) checkpoint, with ``dict.txt`` (and ``sentencepiece_model``) beside it."""
+    """Write the child (``arch`` of super-net ``checkpoint``, or the child checkpoint's own) as
+    ``format``: a checkpoint file ``out`` (magic_child, roberta) or a folder ``out``
+    (huggingface), with the dictionaries, the sentencepiece model and a model card."""
     if format not in FORMATS:
         raise MagicError(f"unknown export format '{format}' (known: {', '.join(FORMATS)})")
     if sentencepiece_model and not os.path.isfile(sentencepiece_model):
         raise MagicError(f"sentencepiece model not found: {sentencepiece_model}")
-    state, model_cfg, space = load_supernet_checkpoint(checkpoint)
-    dictionary = os.path.join(str(state["cfg"]["task"]["data"]).split(os.pathsep)[0], "dict.txt")
-    if not os.path.isfile(dictionary):
-        raise MagicError(f"no dict.txt in the super-net's data directory ({dictionary}); the export needs it beside "
-                         "model.pt")
-    child = resolve_child(arch, space)
-    cfg = OmegaConf.to_container(state["cfg"], resolve=True)
-    cfg["model"] = child_model_cfg(model_cfg, space, child)
-    masked_lm_fields = set(MaskedLMConfig.__dataclass_fields__)
-    cfg["task"] = {k: v for k, v in cfg["task"].items() if k in masked_lm_fields}
-    cfg["task"]["_name"] = "masked_lm"
-    cfg["criterion"] = {"_name": "masked_lm", "tpu": False}
-    weights = child_state_dict(state["model"], child, space)
-    weights[CHILD_SPEC_KEY] = encode_json(child_spec(space, child))
+    source = read_source(checkpoint, arch)
+    if not sentencepiece_model:
+        found = bpe_model(os.path.dirname(os.path.abspath(checkpoint)), restored_folder(source.cfg))
+        sentencepiece_model = found[2] if found and found[0] == "sentencepiece" else ""
+    if format == "huggingface":
+        from .huggingface import write_huggingface
+
+        out_dir = out
+        pairs = transformer_layers(source.space, source.child)
+        if not sentencepiece_model:
+            raise MagicError("--format huggingface needs the sentencepiece model (--sentencepiece-model) for its "
+                             "tokenizer")
+        write_huggingface(source, out_dir, sentencepiece_model, roberta_state_dict(source.weights, pairs))
+    else:
+        out_dir = os.path.dirname(os.path.abspath(out))
+        write_fairseq(source, out, format, sentencepiece_model)
+    write_card(source, out_dir, format, checkpoint)
+    return {"arch": source.space.format(source.child), "params": sum(row[1] for row in source.size()),
+            "size": source.size(), "out": out}
+
+
+def write_fairseq(source: ExportSource, out: str, format: str, sentencepiece_model: str) -> None:
+    """A magic_child (or stock roberta) checkpoint at ``out``, its dictionaries beside it."""
+    cfg = json.loads(json.dumps(source.cfg))  # a copy
+    if not source.fine_tuned and cfg["task"].get("_name") != "masked_lm":  # a super-net's magic_masked_lm
+        masked_lm_fields = set(MaskedLMConfig.__dataclass_fields__)
+        cfg["task"] = {k: v for k, v in cfg["task"].items() if k in masked_lm_fields}
+        cfg["task"]["_name"] = "masked_lm"
+        cfg["criterion"] = {"_name": "masked_lm", "tpu": False}
+    weights = dict(source.weights)
     if format == "roberta":
-        pairs = transformer_layers(space, child)
-        cfg["model"] = roberta_model_cfg(cfg["model"], space, child)
+        pairs = transformer_layers(source.space, source.child)
+        cfg["model"] = roberta_model_cfg(cfg["model"], source.space, source.child)
         cfg["common"]["user_dir"] = None  # stock fairseq loads it
         weights = roberta_state_dict(weights, pairs)
     else:
@@ -169,16 +337,92 @@ def export_child(checkpoint: str, arch: Union[str, Child], out: str, sentencepie
         "cfg": cfg,
         "model": weights,
         "optimizer_history": [
-            {"criterion_name": "MaskedLmLoss", "optimizer_name": "none", "lr_scheduler_state": {"best": None}, "num_updates": 0}
+            {"criterion_name": "MaskedLmLoss" if not source.fine_tuned else "SentencePredictionCriterion",
+             "optimizer_name": "none", "lr_scheduler_state": {"best": None}, "num_updates": 0}
         ],
-        "extra_state": {"exported_from": checkpoint, "supernet_updates": state["optimizer_history"][-1].get("num_updates")},
+        "extra_state": {"exported_from": os.path.abspath(source.path), "provenance": source.provenance},
     }
     out_dir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
     if sentencepiece_model:
         exported["cfg"]["bpe"] = {"_name": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_FILE}
-        shutil.copyfile(sentencepiece_model, os.path.join(out_dir, SENTENCEPIECE_FILE))
-    if os.path.abspath(dictionary) != os.path.join(out_dir, "dict.txt"):
-        shutil.copyfile(dictionary, os.path.join(out_dir, "dict.txt"))
+        _copy(sentencepiece_model, os.path.join(out_dir, SENTENCEPIECE_FILE))
+    _copy(source.dictionary, os.path.join(out_dir, "dict.txt"))
+    if source.fine_tuned:  # where sentence_prediction reads them: from_pretrained(folder) needs nothing else
+        _copy(source.dictionary, os.path.join(out_dir, "input0", "dict.txt"))
+        if source.label_dictionary:
+            _copy(source.label_dictionary, os.path.join(out_dir, LABEL_DICTIONARY))
     atomic_save(exported, out)  # a magic_child's config gets the note stock fairseq prints without the plugin
-    params = sum(v.numel() for k, v in weights.items() if v.is_floating_point() and not k.endswith(".version"))
-    return {"arch": space.format(child), "params": params, "out": out}
+
+
+def _copy(src: str, dst: str) -> None:
+    if os.path.abspath(src) != os.path.abspath(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
+def write_card(source: ExportSource, out_dir: str, format: str, checkpoint: str) -> None:
+    """``README.md``: what the exported model is, its size, how it was found and how to load it."""
+    space, child, p = source.space, source.child, source.provenance
+    rows = source.size()
+    lines = [f"# {space.format(child)}", "",
+             f"A child found by weight-sharing architecture search with fairseq-magic, exported as `{format}`"
+             + (" after fine-tuning" if source.fine_tuned else "") + ".", "",
+             "## Architecture", "",
+             f"- layers: {space.format(child)} ({len(child)} sub-layers)",
+             f"- hidden size {space.hidden_dim}; embeddings {space.embed_dim} wide"
+             + (f"; attention heads {space.head_dim} wide" if space.head_dim else "")
+             + f"; vocabulary {source.vocab_size:,}; {source.max_positions} positions", "",
+             "| part | parameters | forward FLOPs at 128 tokens |", "|---|---:|---:|"]
+    lines += [f"| {name} | {params:,} | {flops:.3g} |" for name, params, flops in rows]
+    lines += [f"| total (the output matrix is the token table, counted once) | {sum(r[1] for r in rows):,} | "
+              f"{sum(r[2] for r in rows):.3g} |", "", "## How it was found", ""]
+    if p.get("supernet"):
+        lines.append(f"- super-net: `{p['supernet']}`, {p.get('supernet_updates')} updates, trained with "
+                     f"{p.get('method')} (seed {p.get('seed')}) on `{p.get('data')}`")
+        if p.get("training"):
+            lines.append("- training options: " + ", ".join(f"`--{k.replace('_', '-')} {v}`"
+                                                            for k, v in p["training"].items()))
+        search = p.get("search") or {}
+        if search:
+            limits = search.get("limits") or {}
+            shown = ", ".join(f"{k} {v:g}" for k, v in limits.items()
+                              if isinstance(v, (int, float)) and v not in (0, float("inf")) and k != "seq_len")
+            lines.append(f"- search: {search.get('algorithm')} by {search.get('metric')}, {search.get('scored')} "
+                         f"children scored on {search.get('sentences')} sentences (seed {search.get('seed')}); "
+                         f"limits: {shown or 'none'}")
+    else:
+        lines.append("- not recorded (the checkpoint was not exported from a super-net by this version)")
+    if p.get("child_checkpoint"):
+        lines.append(f"- then trained as a child ({p.get('child_task')}, {p.get('child_updates')} updates, seed "
+                     f"{p.get('child_seed')}) on `{p.get('child_data')}`: `{p['child_checkpoint']}`")
+    if source.heads:
+        labels = _labels(source.label_dictionary)
+        for head, classes in source.heads.items():
+            lines.append(f"- classification head `{head}`: {classes} classes"
+                         + (f", labels in index order: {', '.join(labels)}" if labels else ""))
+    lines += ["", "## Loading", "", "```python"]
+    if format == "huggingface":
+        auto = "AutoModelForSequenceClassification" if source.heads else "AutoModelForMaskedLM"
+        lines += [f"from transformers import AutoTokenizer, {auto}",
+                  f"tokenizer = AutoTokenizer.from_pretrained('{out_dir}')",
+                  f"model = {auto}.from_pretrained('{out_dir}')"]
+    elif format == "roberta":
+        lines += ["from fairseq.models.roberta import RobertaModel  # stock fairseq, no plugin",
+                  f"model = RobertaModel.from_pretrained('{out_dir}', 'model.pt', bpe='sentencepiece')"]
+    else:
+        lines += ["from fairseq_magic.models.child import MagicChildModel",
+                  f"model = MagicChildModel.from_pretrained('{out_dir}')"]
+        if source.heads:
+            lines.append("model.classify('A sentence to classify.')  # label and probabilities")
+    lines += ["```", ""]
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, CARD_FILE), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+
+
+def _labels(label_dictionary: str) -> List[str]:
+    if not label_dictionary:
+        return []
+    with open(label_dictionary, encoding="utf-8") as f:
+        return [line.split()[0] for line in f if line.strip()]

@@ -26,6 +26,7 @@ from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
 from ..errors import MagicError
 from ..models.supernet import unwrap
+from ..precision import check_precision_of
 from ..ranges import check_section
 from ..training import RelaxationConfig, SampledConfig, TrainingStrategy, strategy_class
 from ..training.alignment import AlignmentConfig
@@ -45,6 +46,8 @@ class MagicMaskedLMTask(MaskedLMTask):
     @classmethod
     def setup_task(cls, cfg: MagicMaskedLMConfig, **kwargs):
         check_section(cfg, MagicMaskedLMConfig)
+        if not kwargs.get("from_checkpoint"):  # a run about to train (a loaded checkpoint may run anywhere)
+            check_precision_of(cfg)
         first = (cfg.data or "").split(os.pathsep)[0]
         if not os.path.isfile(os.path.join(first, "dict.txt")):
             raise MagicError(f"no dict.txt in data directory '{first}' (expected fairseq-preprocess output)")

@@ -95,6 +95,7 @@ class SampledTraining(TrainingStrategy):
         self._score_batches: Optional[List[dict]] = None
         self._probe: Optional[dict] = None
         self._probe_pending = False  # the alignment's validation metrics, once per validation
+        self._announced = False  # the validation children logged
         logger.info(f"search space: {space.describe()}; sampler: {cfg.sampler}")
         if self.sampler.per_micro_batch:
             window, freq = self.sampler.window, self.update_freq(1)
@@ -103,8 +104,6 @@ class SampledTraining(TrainingStrategy):
                         + ("one window per update (FairNAS's strict fairness)" if freq % window == 0 else
                            f"a window spans {window / freq:g} updates (use --update-freq {window} for FairNAS's "
                            "strict fairness: one update sums the gradients of a whole window)"))
-        for i, child in enumerate(self.valid_children):
-            logger.info(f"validation child {i}: {space.format(child)}")
         if cfg.align_lambda > 0:
             self.alignment = Alignment(space, cfg, state, self.seed, scoring_batches=self.scoring_batches,
                                        probe_batch=self.probe_batch)
@@ -156,6 +155,10 @@ class SampledTraining(TrainingStrategy):
 
     # ------------------------------------------------------------ training
     def begin_epoch(self, epoch: int, model) -> None:
+        if not self._announced:  # when a run trains (not when search or fairseq-validate load the task)
+            self._announced = True
+            for i, child in enumerate(self.valid_children):
+                logger.info(f"validation child {i}: {self.space.format(child)}")
         # once per epoch end, and not again when a run resumes inside an epoch
         if self.sampler.per_micro_batch:
             self.sampler.micro_batches = self.update_freq(epoch)
