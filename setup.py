@@ -13,7 +13,9 @@ setup(
     description="Weight-sharing NAS (SPOS, MAGIC-T/A/AT) for BERT encoders as a fairseq --user-dir plugin",
     packages=find_packages(include=["fairseq_magic", "fairseq_magic.*"]),
     python_requires=">=3.9",
-    install_requires=["numpy", "scipy", "sentencepiece"],
+    # tensorboardX: fairseq logs a notice on every command without it (and --tensorboard-logdir uses it)
+    install_requires=["numpy", "scipy", "sentencepiece", "tensorboardX"],
+    extras_require={"huggingface": ["transformers>=4.40,<5", "protobuf"]},  # export --format huggingface
     entry_points={"console_scripts": ["fairseq-magic = fairseq_magic.cli:main"]},
     license="MIT",
 )

@@ -93,18 +93,16 @@ def cmd_topics(args) -> None:
 
 
 def cmd_encode(args) -> None:
-    """Encode text files with a sentencepiece model, one output file per input (FILE.spm)."""
-    import sentencepiece as spm
+    """Encode text files with a sentencepiece model (or fastBPE codes), one output file per input (FILE.spm)."""
+    from .data.corpus import encode_file, text_encoder
 
-    from .data.corpus import encode_file
-
-    if not os.path.isfile(args.spm):
-        raise MagicError(f"sentencepiece model not found: {args.spm}")
-    sp = spm.SentencePieceProcessor(model_file=args.spm)
+    if bool(args.spm) == bool(args.bpe_codes):
+        raise MagicError("encode needs one of --spm and --bpe-codes")
+    encode = text_encoder(args.spm, args.bpe_codes)
     for path in args.inputs:
         if not os.path.isfile(path):
             raise MagicError(f"input file not found: {path}")
-        encode_file(sp, path, path + ".spm")
+        encode_file(encode, path, path + ".spm")
         print(f"{path} -> {path}.spm")
 
 
@@ -113,10 +111,15 @@ def cmd_glue_prep(args) -> None:
     sentence_prediction, each with a fine-tuning config sized to its rows."""
     from .data.glue import Schedule, finetune_config, prepare, suggested_lr, write_finetune_config
 
-    spm_model = args.spm or (os.path.join(args.model, "sentencepiece.bpe.model") if args.model else "")
+    from .models.hub import bpe_model
+
+    found = bpe_model(args.model) if args.model and not (args.spm or args.bpe_codes) else None
+    spm_model = args.spm or (found[2] if found and found[0] == "sentencepiece" else "")
+    bpe_codes = args.bpe_codes or (found[2] if found and found[0] == "fastbpe" else "")
     dictionary = args.dict or (os.path.join(args.model, "dict.txt") if args.model else "")
-    if not spm_model or not dictionary:
-        raise MagicError("glue-prep needs --model (an export's directory) or both --spm and --dict")
+    if not (spm_model or bpe_codes) or not dictionary:
+        raise MagicError("glue-prep needs --model (an export's directory, with its sentencepiece model or BPE codes) "
+                         "or --dict with --spm or --bpe-codes")
     tasks = [t for t in args.tasks.split(",") if t.strip()]
     child = exported_child(args.model) if args.model else None
 
@@ -145,7 +148,8 @@ def cmd_glue_prep(args) -> None:
         bar.update()
 
     with progress_bar(args, "GLUE tasks", "task") as bar:
-        prepare(args.glue_dir, output_folder(args.out), spm_model, dictionary, tasks, on_task=on_task)
+        prepare(args.glue_dir, output_folder(args.out), spm_model, dictionary, tasks, on_task=on_task,
+                bpe_codes=bpe_codes)
 
 
 def exported_child(folder: str):
@@ -213,7 +217,7 @@ def cmd_export(args) -> None:
         output_folder(args.out)
     else:
         output_file(args.out)
-    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model, args.format)
+    result = export_child(args.checkpoint, args.arch, args.out, args.sentencepiece_model, args.format, args.bpe_codes)
     parts = ", ".join(f"{name} {params:,}" for name, params, _ in result["size"])
     logger.info(f"exported {result['arch']} ({result['params']:,} parameters: {parts}) to {result['out']}")
     print(result["out"])
@@ -578,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sentencepiece-model", default="",
                    help="the pre-training sentencepiece model, copied beside the checkpoint so that "
                         "from_pretrained(dir) needs nothing else (default: one beside a child checkpoint)")
+    p.add_argument("--bpe-codes", default="",
+                   help="the pre-training fastBPE codes instead of a sentencepiece model, copied beside the checkpoint "
+                        "as bpecodes (fairseq's --bpe fastbpe); not for --format huggingface")
     p.add_argument("--format", choices=["magic_child", "roberta", "huggingface"], default="magic_child",
                    help="roberta: a stock fairseq RoBERTa checkpoint, loadable without --user-dir; huggingface: a "
                         "transformers RoBERTa folder with its tokenizer (needs the huggingface extra). Both take "
@@ -598,8 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=1)
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("encode", help="encode text files with a sentencepiece model (writes FILE.spm)")
-    p.add_argument("--spm", required=True, help="sentencepiece model")
+    p = sub.add_parser("encode", help="encode text files with a sentencepiece model or fastBPE codes (writes FILE.spm)")
+    p.add_argument("--spm", default="", help="sentencepiece model")
+    p.add_argument("--bpe-codes", default="", help="fastBPE codes (XLM-style subwords), instead of --spm")
     p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_encode)
 
@@ -615,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="an export's directory: its sentencepiece.bpe.model and dict.txt")
     p.add_argument("--spm", default="", help="the pre-training sentencepiece model (instead of --model)")
     p.add_argument("--dict", default="", help="the pre-training dict.txt (instead of --model)")
+    p.add_argument("--bpe-codes", default="", help="the pre-training fastBPE codes (instead of --spm)")
     p.add_argument("--tasks", default="",
                    help="comma-separated task names (default: every GLUE task folder found); your own data as "
                         "FOLDER:TASK, a folder of --glue-dir laid out as that GLUE task (e.g. reviews:SST-2)")

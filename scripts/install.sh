@@ -32,8 +32,10 @@ if ! has fairseq; then
         scikit-learn packaging cffi
     pipq --no-deps --no-build-isolation fairseq-fixed==0.12.3.1
 fi
-has scipy && has sentencepiece && has matplotlib && has pytest && has xdist && has hypothesis \
-    || pipq scipy sentencepiece matplotlib pytest pytest-xdist hypothesis
+has scipy && has sentencepiece && has matplotlib && has pytest && has xdist && has hypothesis && has tensorboardX \
+    || pipq scipy sentencepiece matplotlib pytest pytest-xdist hypothesis tensorboardX
+# the optional Hugging Face export (export --format huggingface); the tests use it
+has transformers && has google.protobuf || pipq "transformers>=4.40,<5" protobuf
 has fastBPE || pipq --no-build-isolation fastBPE
 # installed into this .venv (imported from outside the checkout, whose root would shadow it)
 (cd / && python -c "import fairseq_magic") 2>/dev/null && [ -x .venv/bin/fairseq-magic ] \

@@ -125,9 +125,40 @@ def run(cmd: List[str], check: bool = True, env: Dict[str, str] = None) -> subpr
     return proc
 
 
-def magic(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """The fairseq-magic command line."""
+def magic(*args: str, check: bool = True, terminal: bool = False) -> subprocess.CompletedProcess:
+    """The fairseq-magic command line; ``terminal``: its stderr a terminal (where progress bars are drawn)."""
+    if terminal:
+        return run_with_terminal([sys.executable, "-m", "fairseq_magic.cli", *args])
     return run([sys.executable, "-m", "fairseq_magic.cli", *args], check=check)
+
+
+def run_with_terminal(cmd: List[str]) -> subprocess.CompletedProcess:
+    """``cmd`` with a pseudo-terminal as its stderr (what a user at a console sees there)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # a 160-column console
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, cwd=str(ROOT), text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    stdout = proc.stdout.read()
+    proc.wait()
+    os.close(master)
+    result = subprocess.CompletedProcess(cmd, proc.returncode, stdout, b"".join(chunks).decode(errors="replace"))
+    if proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{result.stderr[-3000:]}")
+    return result
 
 
 def fairseq_train(data: str, save_dir: str, *extra: str, check: bool = True,

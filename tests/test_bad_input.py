@@ -390,6 +390,16 @@ def half_precision_on_cpu(request):
     # COMMON trains with --cpu, as a machine without a GPU must
     _keeps_checkpoint(request, ["--fp16"], "--fp16 needs a GPU and this run has none")
     _keeps_checkpoint(request, ["--bf16"], "--bf16 needs a GPU and this run has none")
+    # the paper's hydra configs (fp16 on): one line before the 26-layer model is built, no hydra block around it
+    tmp_path, data_bin = request.getfixturevalue("tmp_path"), request.getfixturevalue("data_bin")
+    proc = run([sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(ROOT / "examples" / "config"),
+                "--config-name", "spos", f"task.data={data_bin}", f"common.user_dir={PLUGIN}",
+                f"checkpoint.save_dir={tmp_path / 'hydra'}", f"hydra.run.dir={tmp_path / 'hydra'}", "common.cpu=true"],
+               check=False)
+    assert_one_error_line(proc, "--fp16 needs a GPU and this run has none")
+    assert "Error executing job" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "MagicSupernetModel(" not in proc.stdout and "num. shared model params" not in proc.stdout  # not built
+    assert not list((tmp_path / "hydra").glob("checkpoint*.pt"))
 
 
 @case("missing-data")

@@ -57,6 +57,8 @@ def fairseq_options(argv, validate: bool):
     for flag in ("--task", "--arch", "--criterion", "--optimizer", "--lr-scheduler"):
         if flag in argv:
             chosen += [flag, argv[argv.index(flag) + 1]]
+    if validate and "--task" not in chosen:  # the checkpoint gives it (fairseq_patches.validate_defaults)
+        chosen += ["--task", "masked_lm"]
     if "--arch" not in chosen and not validate:  # a line that leaves the model out ("..."): the plugin's
         chosen += ["--arch", "magic_supernet_tiny" if "magic_masked_lm" in chosen else "magic_child"]
     parser = options.get_validation_parser() if validate else options.get_training_parser()

@@ -63,7 +63,8 @@ def test_bad_layers_are_an_error(frozen):
 
 def test_interference_command_compares_two_supernets(supernet, tmp_path):
     proc = magic("interference", "--checkpoint", supernet, "--compare", supernet, "--labels", "a,b",
-                 "--layers", "0,2", "--max-m", "2", "--repeats", "1", "--sentences", "8", "--out", str(tmp_path))
+                 "--layers", "0,2", "--max-m", "2", "--repeats", "1", "--sentences", "8", "--out", str(tmp_path),
+                 terminal=True)
     for name in ("similarity_heatmaps.png", "similarity_heatmaps.pdf", "similarity_vs_m.png", "similarity_vs_m.pdf",
                  "similarity_vs_m.csv", "a_layer0_similarity.csv"):
         assert (tmp_path / name).exists()
@@ -72,6 +73,9 @@ def test_interference_command_compares_two_supernets(supernet, tmp_path):
     assert summary["a/layer0"]["repeats"] == 1 and set(summary["a/layer0"]["se_by_m"]) == {"1", "2"}
     assert "matrices, plots and CSV files in" in proc.stdout
     assert "similarity matrices: 100%" in proc.stderr and "| 8/8 [" in proc.stderr  # 2 nets x 2 layers x m 1..2
+    piped = magic("interference", "--checkpoint", supernet, "--layers", "0", "--repeats", "1", "--sentences", "8",
+                  "--out", str(tmp_path / "piped"))
+    assert "similarity matrices" not in piped.stderr  # into a pipe or a file: no bar redrawn line after line
 
 
 def test_interference_names_each_layers_own_candidates_in_a_grouped_space(data_bin, tmp_path):

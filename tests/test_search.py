@@ -143,3 +143,35 @@ def test_shared_prefix_scoring_equals_one_forward_per_child(data_bin, tmp_path, 
     assert torch.equal(torch.tensor(np.stack([s.per_sentence for s in shared])),
                        torch.tensor(np.stack([s.per_sentence for s in alone])))
     assert [s.loss for s in shared] == [s.loss for s in alone]
+
+
+def test_a_sub_space_search_keeps_to_its_operators():
+    """--candidate-ops in training's syntax: every scored child uses only those operators (a
+    group per layer in turn), and the limits are checked against the sub-space's sizes."""
+    from fairseq_magic.search.evolution import plain_transformers, sub_space
+
+    allowed = sub_space(SPACE, "MHA4|FFN,CONV3")
+    assert allowed == [[0], [1, 2]] * 4
+    constraints = Constraints(SPACE, Limits(), vocab_size=100, max_positions=64, allowed=allowed)
+    scores = evolution(toy_score, constraints, np.random.default_rng(0), population=10, generations=4, parents=4)
+    assert all(c[0::2] == (0,) * 4 and set(c[1::2]) <= {1, 2} for c in scores)
+    assert max(scores.values()) == 4  # FFN in every odd layer: the best of the sub-space
+    assert plain_transformers(SPACE, allowed) == [(0, 1) * 4]
+    assert plain_transformers(SPACE) == [(0, 1) * 4]  # one MHA and one FFN size in this space
+    for ops, message in (("MHA8", "MHA8 is not a candidate of the super-net"), ("MHA4|", "has an empty group"),
+                         ("CONV4", "the convolution kernel must be odd")):
+        with pytest.raises(MagicError, match=message):
+            sub_space(SPACE, ops)
+    with pytest.raises(MagicError, match="no child can meet the parameter limits"):
+        Constraints(SPACE, Limits(max_params=SPACE.shared_params(100, 64) + 8 * 30000), vocab_size=100,
+                    max_positions=64, allowed=sub_space(SPACE, "FFN"))
+
+
+def test_plain_transformer_search_exports_as_roberta_in_one_step(plain_supernet, tmp_path):
+    magic("search", "--checkpoint", plain_supernet, "--out", str(tmp_path / "s"), "--plain-transformer",
+          "--candidate-ops", "MHA2,MHA4,FFN,FFN32", "--sentences", "16")
+    record = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert record["scored"] == 4 and record["algorithm"] == "all plain Transformers"  # {MHA2, MHA4} x {FFN, FFN32}
+    magic("export", "--checkpoint", plain_supernet, "--arch", str(tmp_path / "s" / "best.json"), "--format", "roberta",
+          "--out", str(tmp_path / "roberta" / "model.pt"))
+    assert (tmp_path / "roberta" / "model.pt").is_file()

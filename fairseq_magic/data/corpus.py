@@ -18,7 +18,7 @@ import re
 import sys
 import sysconfig
 import warnings
-from typing import Dict, Iterable, Iterator, List, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence
 
 from ..errors import MagicError
 
@@ -219,9 +219,43 @@ def train_sentencepiece(train: str, prefix: str, vocab_size: int, max_sentences:
     return spm.SentencePieceProcessor(model_file=prefix + ".model")
 
 
-def encode_file(sp, src: str, dst: str) -> None:
-    """Each line of ``src`` as space-separated pieces, one line of ``dst`` each (what fairseq-preprocess reads)."""
+def encode_file(encode, src: str, dst: str) -> None:
+    """Each line of ``src`` as space-separated tokens, one line of ``dst`` each (what fairseq-preprocess
+    reads); ``encode``: a ``text_encoder`` (or a sentencepiece processor)."""
+    if not callable(encode):
+        encode = pieces_of(encode)
     lines = read_text_lines(src)
     with open(dst, "w", encoding="utf-8") as fout:
         for line in lines:
-            fout.write(" ".join(sp.encode(line.strip(), out_type=str)) + "\n")
+            fout.write(encode(line.strip()) + "\n")
+
+
+def pieces_of(sp) -> Callable[[str], str]:
+    return lambda text: " ".join(sp.encode(text, out_type=str))
+
+
+def text_encoder(spm_model: str = "", bpe_codes: str = "") -> Callable[[str], str]:
+    """Text -> the space-separated tokens a model's dictionary holds: sentencepiece pieces
+    (``spm_model``), or fastBPE subwords (``bpe_codes``, XLM's ``@@`` codes, as fairseq's
+    ``--bpe fastbpe`` applies them)."""
+    if bpe_codes:
+        check_bpe_codes(bpe_codes)
+        import fastBPE
+
+        bpe = fastBPE.fastBPE(bpe_codes)  # it prints "Loading codes ..." (C++'s stdout, as the process ends)
+        return lambda text: bpe.apply([text])[0]
+    import sentencepiece as spm
+
+    if not os.path.isfile(spm_model):
+        raise MagicError(f"sentencepiece model not found: {spm_model}")
+    return pieces_of(spm.SentencePieceProcessor(model_file=spm_model))
+
+
+def check_bpe_codes(path: str) -> None:
+    """A fastBPE codes file: lines 'a b count'. fastBPE itself aborts the process on anything else."""
+    if not os.path.isfile(path):
+        raise MagicError(f"BPE codes not found: {path}")
+    for number, line in enumerate(read_text_lines(path, "BPE codes file"), 1):
+        fields = line.split()
+        if line.strip() and (len(fields) != 3 or not fields[2].isdigit()):
+            raise MagicError(f"{path} line {number} is not a fastBPE code ('a b count'): {line.strip()[:60]!r}")

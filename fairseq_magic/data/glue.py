@@ -3,8 +3,8 @@
 The counterpart of fairseq's ``examples/roberta/preprocess_GLUE_tasks.sh`` for a
 model pre-trained with this plugin: each task's TSV files (as GLUE's download
 script lays them out) are split into ``input0`` (``input1``) and ``label``,
-encoded with the pre-training sentencepiece model and binarised with the
-pre-training ``dict.txt``:
+encoded with the pre-training sentencepiece model (or fastBPE codes) and
+binarised with the pre-training ``dict.txt``:
 
     fairseq-magic glue-prep --glue-dir glue_data --model child/ --out glue-bin
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import MagicError
-from .corpus import read_text_lines
+from .corpus import read_text_lines, text_encoder
 
 logger = logging.getLogger("fairseq_magic.data.glue")
 
@@ -172,7 +172,7 @@ def _split_names(names: Sequence[str], base: str) -> List[str]:
     return [base if i == 0 else f"{base}{i}" for i in range(len(names))]
 
 
-def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: str) -> dict:
+def prepare_task(task_dir: str, layout: TaskLayout, encode, dictionary: str, out: str) -> dict:
     """Encode and binarise one task folder into ``out`` (``input0``, ``input1``, ``label``)."""
     train = os.path.join(task_dir, "train.tsv")
     if not os.path.isfile(train):
@@ -210,7 +210,7 @@ def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: st
             prefix = os.path.join(work, name)
             prefixes[kind].append(prefix)
             for i, values in enumerate(inputs):
-                _write_lines(f"{prefix}.input{i}.spm", [" ".join(sp.encode(v, out_type=str)) for v in values])
+                _write_lines(f"{prefix}.input{i}.tok", [encode(v) for v in values])
             if kind != "test":
                 if layout.regression:
                     try:
@@ -220,9 +220,9 @@ def prepare_task(task_dir: str, layout: TaskLayout, sp, dictionary: str, out: st
                 else:
                     _write_lines(f"{prefix}.label", labels)
         for i in range(len(layout.inputs)):
-            _binarise(os.path.join(out, f"input{i}"), f"{prefixes['train'][0]}.input{i}.spm",
-                      ",".join(f"{p}.input{i}.spm" for p in prefixes["valid"]),
-                      ",".join(f"{p}.input{i}.spm" for p in prefixes["test"]), srcdict=dictionary)
+            _binarise(os.path.join(out, f"input{i}"), f"{prefixes['train'][0]}.input{i}.tok",
+                      ",".join(f"{p}.input{i}.tok" for p in prefixes["valid"]),
+                      ",".join(f"{p}.input{i}.tok" for p in prefixes["test"]), srcdict=dictionary)
         label_dir = os.path.join(out, "label")
         classes: List[str] = []
         if layout.regression:
@@ -316,16 +316,15 @@ def write_finetune_config(path: str, config: dict, header: Sequence[str]) -> Non
 
 
 def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Sequence[str] = (),
-            on_task=None) -> List[dict]:
-    """Prepare ``tasks`` (default: every GLUE task folder found in ``glue_dir``) into ``out/<TASK>-bin``;
+            on_task=None, bpe_codes: str = "") -> List[dict]:
+    """Prepare ``tasks`` (default: every GLUE task folder found in ``glue_dir``) into ``out/<TASK>-bin``,
+    the text encoded with the sentencepiece model (or fastBPE's ``bpe_codes``);
     ``on_task(layouts, result)`` is called after each task."""
-    import sentencepiece as spm
-
     if not os.path.isdir(glue_dir):
         raise MagicError(f"GLUE directory not found: {glue_dir}")
-    for path, what in ((spm_model, "sentencepiece model"), (dictionary, "dictionary")):
-        if not os.path.isfile(path):
-            raise MagicError(f"{what} not found: {path}")
+    if not os.path.isfile(dictionary):
+        raise MagicError(f"dictionary not found: {dictionary}")
+    encode = text_encoder(spm_model, bpe_codes)
     if tasks:
         layouts = [task_layout(name) for name in tasks]
         missing = [layout.name for layout in layouts if find_task_dir(glue_dir, layout) is None]
@@ -335,10 +334,9 @@ def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Seq
         layouts = [layout for layout in TASKS.values() if find_task_dir(glue_dir, layout) is not None]
         if not layouts:
             raise MagicError(f"no GLUE task folder ({', '.join(TASKS)}) in {glue_dir}")
-    sp = spm.SentencePieceProcessor(model_file=spm_model)
     results = []
     for layout in layouts:
-        results.append(prepare_task(find_task_dir(glue_dir, layout), layout, sp, dictionary,
+        results.append(prepare_task(find_task_dir(glue_dir, layout), layout, encode, dictionary,
                                     os.path.join(out, f"{layout.name}-bin")))
         if on_task is not None:
             on_task(layouts, results[-1])

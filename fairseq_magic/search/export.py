@@ -47,7 +47,8 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import atomic_save, model_name, supernet_of_state
 from ..errors import MagicError
-from ..models.hub import SENTENCEPIECE_FILE, bpe_model, restored_folder
+from ..data.corpus import check_bpe_codes
+from ..models.hub import FASTBPE_FILE, SENTENCEPIECE_FILE, bpe_model, restored_folder
 from ..models.state_format import (
     ARCH_WEIGHTS_PREFIX, CHILD_SPEC_KEY, FORMAT_VERSION_KEY, SEARCH_STATE_KEY, add_format_version, child_spec,
     decode_json, encode_json, spec_space, upgrade_state,
@@ -287,18 +288,23 @@ def read_source(checkpoint: str, arch: Union[str, Child, None] = None, dictionar
 
 
 def export_child(checkpoint: str, arch: Union[str, Child, None], out: str, sentencepiece_model: str = "",
-                 format: str = "magic_child") -> dict:
+                 format: str = "magic_child", bpe_codes: str = "") -> dict:
     """Write the child (``arch`` of super-net ``checkpoint``, or the child checkpoint's own) as
     ``format``: a checkpoint file ``out`` (magic_child, roberta) or a folder ``out``
-    (huggingface), with the dictionaries, the sentencepiece model and a model card."""
+    (huggingface), with the dictionaries, the sentencepiece model (or fastBPE codes) and a model card."""
     if format not in FORMATS:
         raise MagicError(f"unknown export format '{format}' (known: {', '.join(FORMATS)})")
+    if sentencepiece_model and bpe_codes:
+        raise MagicError("give --sentencepiece-model or --bpe-codes, not both")
     if sentencepiece_model and not os.path.isfile(sentencepiece_model):
         raise MagicError(f"sentencepiece model not found: {sentencepiece_model}")
+    if bpe_codes:
+        check_bpe_codes(bpe_codes)
     source = read_source(checkpoint, arch)
-    if not sentencepiece_model:
+    if not sentencepiece_model and not bpe_codes:
         found = bpe_model(os.path.dirname(os.path.abspath(checkpoint)), restored_folder(source.cfg))
         sentencepiece_model = found[2] if found and found[0] == "sentencepiece" else ""
+        bpe_codes = found[2] if found and found[0] == "fastbpe" else ""
     if format == "huggingface":
         from .huggingface import write_huggingface
 
@@ -306,17 +312,17 @@ def export_child(checkpoint: str, arch: Union[str, Child, None], out: str, sente
         pairs = transformer_layers(source.space, source.child)
         if not sentencepiece_model:
             raise MagicError("--format huggingface needs the sentencepiece model (--sentencepiece-model) for its "
-                             "tokenizer")
+                             "tokenizer" + (" (fastBPE codes have no fast tokenizer here)" if bpe_codes else ""))
         write_huggingface(source, out_dir, sentencepiece_model, roberta_state_dict(source.weights, pairs))
     else:
         out_dir = os.path.dirname(os.path.abspath(out))
-        write_fairseq(source, out, format, sentencepiece_model)
-    write_card(source, out_dir, format, checkpoint)
+        write_fairseq(source, out, format, sentencepiece_model, bpe_codes)
+    write_card(source, out_dir, format, "fastbpe" if bpe_codes else "sentencepiece")
     return {"arch": source.space.format(source.child), "params": sum(row[1] for row in source.size()),
             "size": source.size(), "out": out}
 
 
-def write_fairseq(source: ExportSource, out: str, format: str, sentencepiece_model: str) -> None:
+def write_fairseq(source: ExportSource, out: str, format: str, sentencepiece_model: str, bpe_codes: str = "") -> None:
     """A magic_child (or stock roberta) checkpoint at ``out``, its dictionaries beside it."""
     cfg = json.loads(json.dumps(source.cfg))  # a copy
     if not source.fine_tuned and cfg["task"].get("_name") != "masked_lm":  # a super-net's magic_masked_lm
@@ -347,6 +353,9 @@ def write_fairseq(source: ExportSource, out: str, format: str, sentencepiece_mod
     if sentencepiece_model:
         exported["cfg"]["bpe"] = {"_name": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_FILE}
         _copy(sentencepiece_model, os.path.join(out_dir, SENTENCEPIECE_FILE))
+    elif bpe_codes:
+        exported["cfg"]["bpe"] = {"_name": "fastbpe", "bpe_codes": FASTBPE_FILE}
+        _copy(bpe_codes, os.path.join(out_dir, FASTBPE_FILE))
     _copy(source.dictionary, os.path.join(out_dir, "dict.txt"))
     if source.fine_tuned:  # where sentence_prediction reads them: from_pretrained(folder) needs nothing else
         _copy(source.dictionary, os.path.join(out_dir, "input0", "dict.txt"))
@@ -361,7 +370,7 @@ def _copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-def write_card(source: ExportSource, out_dir: str, format: str, checkpoint: str) -> None:
+def write_card(source: ExportSource, out_dir: str, format: str, bpe: str = "sentencepiece") -> None:
     """``README.md``: what the exported model is, its size, how it was found and how to load it."""
     space, child, p = source.space, source.child, source.provenance
     rows = source.size()
@@ -409,7 +418,7 @@ def write_card(source: ExportSource, out_dir: str, format: str, checkpoint: str)
                   f"model = {auto}.from_pretrained('{out_dir}')"]
     elif format == "roberta":
         lines += ["from fairseq.models.roberta import RobertaModel  # stock fairseq, no plugin",
-                  f"model = RobertaModel.from_pretrained('{out_dir}', 'model.pt', bpe='sentencepiece')"]
+                  f"model = RobertaModel.from_pretrained('{out_dir}', 'model.pt', bpe='{bpe}')"]
     else:
         lines += ["from fairseq_magic.models.child import MagicChildModel",
                   f"model = MagicChildModel.from_pretrained('{out_dir}')"]
