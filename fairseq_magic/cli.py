@@ -109,8 +109,7 @@ def cmd_encode(args) -> None:
 def cmd_glue_prep(args) -> None:
     """Raw GLUE task folders (or your own, in a GLUE task's layout) -> encoded, binarised folders for
     sentence_prediction, each with a fine-tuning config sized to its rows."""
-    from .data.glue import Schedule, finetune_config, prepare, suggested_lr, write_finetune_config
-
+    from .data.glue import Schedule, prepare, suggested_lr, write_finetune_config
     from .models.hub import bpe_model
 
     found = bpe_model(args.model) if args.model and not (args.spm or args.bpe_codes) else None
@@ -134,16 +133,9 @@ def cmd_glue_prep(args) -> None:
         schedule = Schedule(result["rows"]["train"], args.epochs, args.batch_size or layout.batch_size,
                             args.warmup_fraction)
         lr, why = (args.lr, "--lr") if args.lr else suggested_lr(child and child["layer_params"], layout)
-        config = os.path.join(result["out"], "finetune.yaml")
-        restore = os.path.join(args.model, "model.pt") if child else ""
-        header = [f"Fine-tuning on {result['out']}, written by fairseq-magic glue-prep:",
-                  f"{schedule.rows:,} training rows, {schedule.epochs} epochs at batch {schedule.batch_size} = "
-                  f"{schedule.updates:,} updates, {schedule.warmup:,} of warm-up; lr {lr:g} ({why}).",
-                  f"  fairseq-hydra-train --config-dir {os.path.abspath(result['out'])} --config-name finetune"
-                  + ("" if restore else " checkpoint.restore_file=$PWD/child/model.pt"),
-                  "On GPUs add common.fp16=true; checkpoint.save_dir=... says where the checkpoints go."]
-        write_finetune_config(config, finetune_config(layout, result["out"], schedule, lr,
-                                                      child["max_positions"] if child else 128, restore), header)
+        config = write_finetune_config(layout, result["out"], schedule, lr, why,
+                                       child["max_positions"] if child else 128,
+                                       os.path.join(args.model, "model.pt") if child else "")
         bar.write(f"  fine-tuning: {schedule.options()} --lr {lr:g} ({why}); hydra: {config}", file=sys.stdout)
         bar.update()
 

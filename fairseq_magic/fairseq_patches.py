@@ -173,7 +173,10 @@ def validate_defaults(argv):
     argv = list(argv)
     for option, section, key in (("--task", "task", "_name"), ("--criterion", "criterion", "_name"),
                                  ("--batch-size", "dataset", "batch_size"), ("--max-tokens", "dataset", "max_tokens")):
-        value = (cfg.get(section) or {}).get(key)
+        try:
+            value = (cfg.get(section) or {}).get(key)
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve outside its run: not a default
+            value = None
         if value is not None and all(_option_value(argv, o) is None for o in (option, *_SAME.get(option, ()))):
             argv += [option, str(value)]
     task = _option_value(argv, "--task")

@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import (COMMON, PLUGIN, ROOT, TINY, assert_one_error_line, fairseq_train, gloo_rank_commands, magic,
-                      pretrain, run, train_log)
+from conftest import (COMMON, PLUGIN, ROOT, TINY, assert_one_error_line, fairseq_train, gloo_rank_commands,
+                      load_state, magic, pretrain, run, train_log)
 
 ARCH = "MHA2,FFN,CONV3,CONV5,FFN,MHA2"
 CASES = {}
@@ -211,13 +212,18 @@ def foreign_checkpoint(request):
     magic("export", "--checkpoint", supernet, "--arch", ARCH, "--out", child)
     commands = [(roberta, "roberta", args) for args in (
         ["search", "--checkpoint", roberta, "--out", str(tmp_path / "s"), "--data", data_bin],
-        ["export", "--checkpoint", roberta, "--arch", ARCH, "--out", str(tmp_path / "x.pt")],
         ["derive", roberta, "-o", str(tmp_path / "a.json")],
         ["rank", "sample", "--checkpoint", roberta, "--out", str(tmp_path / "c")],
-    )] + [(child, "magic_child", ["export", "--checkpoint", child, "--arch", ARCH, "--out", str(tmp_path / "x.pt")])]
+    )] + [(child, "magic_child", ["search", "--checkpoint", child, "--out", str(tmp_path / "s"), "--data", data_bin])]
     for path, model, args in commands:
         proc = magic(*args, check=False)
         assert_one_error_line(proc, f"is not a fairseq-magic super-net checkpoint (its model is '{model}')")
+    # export takes a child checkpoint too (retrained, fine-tuned), but not a foreign model or another child
+    proc = magic("export", "--checkpoint", roberta, "--arch", ARCH, "--out", str(tmp_path / "x.pt"), check=False)
+    assert_one_error_line(proc, "is not a fairseq-magic super-net or magic_child checkpoint (its model is 'roberta')")
+    proc = magic("export", "--checkpoint", child, "--arch", "MHA2,FFN,FFN,FFN,FFN,MHA2", "--out", str(tmp_path / "x.pt"),
+                 check=False)
+    assert_one_error_line(proc, f"{child} holds the child {ARCH}; leave --arch out to export it")
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -627,9 +633,18 @@ def from_pretrained_folder(request):
     tmp_path = request.getfixturevalue("tmp_path")
     load = "import fairseq_magic; from fairseq_magic.models.child import MagicChildModel; MagicChildModel.from_pretrained"
     proc = run([sys.executable, "-c", f"{load}('{tmp_path}')"], check=False)
-    assert_one_error_line(proc, f"no model.pt in {tmp_path}: give checkpoint_file= the name of the exported checkpoint")
+    assert_one_error_line(proc, f"no model.pt, checkpoint_best.pt, checkpoint_last.pt in {tmp_path}: give "
+                                "checkpoint_file= the checkpoint's name")
     proc = run([sys.executable, "-c", f"{load}('{tmp_path / 'none'}')"], check=False)
     assert_one_error_line(proc, f"model folder not found: {tmp_path / 'none'}")
+    moved = tmp_path / "moved"  # a fine-tuning run whose data folder is gone
+    moved.mkdir()
+    state = load_state(str(Path(request.getfixturevalue("finetuned")["ft"]) / "checkpoint_best.pt"))
+    state["cfg"]["task"]["data"] = str(tmp_path / "gone")
+    torch.save(state, moved / "checkpoint_best.pt")
+    proc = run([sys.executable, "-c", f"{load}('{moved}')"], check=False)
+    assert_one_error_line(proc, f"was trained on {tmp_path / 'gone'}, which holds no dictionary now: give "
+                                "data_name_or_path=")
 
 
 @case("killed-peer-rank")

@@ -59,7 +59,8 @@ def test_finetuned_accuracy_is_above_chance(pipeline):
 def test_hub_loads_the_exported_and_the_finetuned_model(pipeline):
     root = pipeline["root"]
     # the export is self-contained: dict.txt and the sentencepiece model beside model.pt
-    assert sorted(p.name for p in (root / "child").iterdir()) == ["dict.txt", "model.pt", "sentencepiece.bpe.model"]
+    assert sorted(p.name for p in (root / "child").iterdir()) == [
+        "README.md", "dict.txt", "model.pt", "sentencepiece.bpe.model"]  # README.md: the model card
     exported = MagicChildModel.from_pretrained(str(root / "child"))
     assert isinstance(exported, RobertaHubInterface)
     text = "Return the sum of the array elements over a given axis."

@@ -307,12 +307,23 @@ def finetune_config(layout: TaskLayout, data: str, schedule: Schedule, lr: float
     }
 
 
-def write_finetune_config(path: str, config: dict, header: Sequence[str]) -> None:
+def write_finetune_config(layout: TaskLayout, data: str, schedule: Schedule, lr: float, why: str,
+                          max_positions: int, restore_file: str = "") -> str:
+    """``data``/finetune.yaml: ``finetune_config`` with a header saying how it was sized and how to run it."""
     from omegaconf import OmegaConf
 
+    header = [f"Fine-tuning on {data}, written by fairseq-magic glue-prep:",
+              f"{schedule.rows:,} training rows, {schedule.epochs} epochs at batch {schedule.batch_size} = "
+              f"{schedule.updates:,} updates, {schedule.warmup:,} of warm-up; lr {lr:g} ({why}).",
+              f"  fairseq-hydra-train --config-dir {os.path.abspath(data)} --config-name finetune"
+              + ("" if restore_file else " checkpoint.restore_file=$PWD/child/model.pt"),
+              "On GPUs add common.fp16=true; checkpoint.save_dir=... says where the checkpoints go."]
+    path = os.path.join(data, "finetune.yaml")
+    config = finetune_config(layout, data, schedule, lr, max_positions, restore_file)
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(f"# {line}\n" for line in header)
         f.write(OmegaConf.to_yaml(OmegaConf.create(config)))
+    return path
 
 
 def prepare(glue_dir: str, out: str, spm_model: str, dictionary: str, tasks: Sequence[str] = (),
