@@ -84,7 +84,7 @@ def install() -> None:
     if root.level == logging.DEBUG and os.environ.get("LOGLEVEL", "").upper() != "DEBUG":
         root.setLevel(logging.INFO)
     _one_line_hydra_errors()
-    if os.path.basename(sys.argv[0]) in ("fairseq-validate", "validate.py"):
+    if _running_fairseq_validate():
         sys.argv[1:] = validate_defaults(sys.argv[1:])
     checkpoint_utils.load_checkpoint_to_cpu = _patched(checkpoint_utils.load_checkpoint_to_cpu, _safe_load)
     checkpoint_utils.load_checkpoint = _patched(checkpoint_utils.load_checkpoint, _checked_restore)
@@ -151,6 +151,14 @@ def _options_checked(original, cfg, main, **kwargs):
 def _precision_checked(original, self, cfg, *args, **kwargs):
     check_precision(cfg)
     return original(self, cfg, *args, **kwargs)
+
+
+def _running_fairseq_validate() -> bool:
+    """Whether this process is ``fairseq-validate`` (or ``python -m fairseq_cli.validate``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    as_module = getattr(spec, "name", "") == "fairseq_cli.validate"
+    as_script = os.path.basename(sys.argv[0]) == "fairseq-validate" and "fairseq_cli.validate" in sys.modules
+    return as_module or as_script
 
 
 def validate_defaults(argv):
