@@ -65,6 +65,9 @@ def test_a_fine_tuned_classifier_gives_the_same_logits_and_labels(finetuned, tmp
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
     labels = [model.config.id2label[int(i)] for i in theirs.argmax(-1)]
     assert labels == [p.label for p in hub.classify(TEXTS)]
+    card = (tmp_path / "hf" / "README.md").read_text()  # the fine-tuned child still names its super-net
+    assert "- super-net: `" in card and "then trained as a child (sentence_prediction, 12 updates" in card
+    assert "labels in index order: 0, 1" in card
 
 
 def test_other_children_and_missing_tokenizer_are_one_line(plain_supernet, tmp_path):

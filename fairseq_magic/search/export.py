@@ -33,6 +33,7 @@ Every export writes ``README.md``, a model card: the architecture, its size
 part by part, and how it was found (super-net, method, search limits, data, seed).
 """
 
+import copy
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from fairseq import checkpoint_utils
 from fairseq.tasks.masked_lm import MaskedLMConfig
 from omegaconf import OmegaConf
 
-from ..checkpoint import atomic_save, model_name, supernet_of_state
+from ..checkpoint import atomic_save, model_name, supernet_of_state, torch_load
 from ..errors import MagicError
 from ..data.corpus import check_bpe_codes
 from ..models.hub import FASTBPE_FILE, SENTENCEPIECE_FILE, bpe_model, restored_folder
@@ -236,7 +237,7 @@ def _search_settings(arch) -> dict:
 def _recorded_provenance(path: str) -> dict:
     """The provenance an earlier export recorded in ``path`` (a fine-tuning's --restore-file), if readable."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = torch_load(path, mmap=True)
         return dict((state.get("extra_state") or {}).get("provenance") or {})
     except Exception:  # noqa: BLE001 - an unreadable or moved file only leaves the card shorter
         return {}
@@ -324,7 +325,7 @@ def export_child(checkpoint: str, arch: Union[str, Child, None], out: str, sente
 
 def write_fairseq(source: ExportSource, out: str, format: str, sentencepiece_model: str, bpe_codes: str = "") -> None:
     """A magic_child (or stock roberta) checkpoint at ``out``, its dictionaries beside it."""
-    cfg = json.loads(json.dumps(source.cfg))  # a copy
+    cfg = copy.deepcopy(source.cfg)
     if not source.fine_tuned and cfg["task"].get("_name") != "masked_lm":  # a super-net's magic_masked_lm
         masked_lm_fields = set(MaskedLMConfig.__dataclass_fields__)
         cfg["task"] = {k: v for k, v in cfg["task"].items() if k in masked_lm_fields}
