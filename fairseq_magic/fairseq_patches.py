@@ -31,9 +31,10 @@ every training run)                                    line; a resume never goes
 ``warnings``                                           the deprecation warnings fairseq 0.12's own calls
                                                        raise under hydra 1.3 and torch 2 (``QUIET``) are
                                                        not printed: nothing a user can act on
-``fairseq-validate --path CKPT`` (its command line,     ``--task``, ``--criterion`` and the data folder
-read as the plugin is imported)                        default to the checkpoint's, so a fine-tuned child
-                                                       validates with no more options (``validate_defaults``)
+``fairseq-validate --path CKPT``'s command line (read  ``--task``, ``--criterion``, the batch size and
+as the plugin is imported)                             the data folder default to the checkpoint's, so a
+                                                       fine-tuned child validates with no more options
+                                                       (``validate_defaults``)
 ``hydra.core.utils.JobReturn.return_value``            a ``fairseq-hydra-train`` job that failed with a
                                                        MagicError prints its one line and exits 1,
                                                        without hydra's block around it
