@@ -20,7 +20,8 @@ every training run)                                    line; a resume never goes
 ``distributed.utils._broadcast_object_slow``           unpickles fully what rank 0 sent (rank 0 read the
                                                        checkpoint safely; fairseq's config objects ride along)
 ``distributed.utils.call_main`` (``fairseq-train``,    the options' declared ranges are checked first
-``fairseq-validate``)                                  (``ranges.check_config``)
+``fairseq-validate``)                                  (``ranges.check_config``); ``--bf16`` no longer
+                                                       turns on ``tpu`` (``precision.bf16_without_tpu``)
 ``trainer.Trainer.__init__``                           ``--fp16`` / ``--bf16`` without a GPU is one line
                                                        (``precision.check_precision``; the super-net's
                                                        task checks it before anything is built)
@@ -58,7 +59,7 @@ from fairseq.file_io import PathManager
 
 from . import checkpoint
 from .errors import MagicError
-from .precision import check_precision
+from .precision import bf16_without_tpu, check_precision
 from .ranges import check_config
 
 
@@ -145,6 +146,7 @@ def _full_unpickling(original, *args, **kwargs):
 
 
 def _options_checked(original, cfg, main, **kwargs):
+    bf16_without_tpu(cfg)
     check_config(cfg)
     return original(cfg, main, **kwargs)
 

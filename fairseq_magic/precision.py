@@ -13,6 +13,7 @@ fp16 optimizer wrappers on a tiny model).
 """
 
 import os
+import sys
 
 import torch
 
@@ -34,6 +35,24 @@ def check_precision(cfg) -> None:
         flags = ", ".join("--" + flag.replace("_", "-") for flag in half)
         raise MagicError(f"{flags} needs a GPU and this run has none (--cpu or no CUDA device): drop it to train "
                          "in float32 (in a hydra config: common.fp16=false, common.bf16=false)")
+
+
+def bf16_without_tpu(cfg, argv=None) -> None:
+    """Undo fairseq 0.12's ``--bf16`` -> ``--tpu`` coupling (``options.parse_args_and_arch`` sets
+    ``args.tpu = True`` for every ``--bf16``, and a GPU run then crashes importing torch_xla):
+    ``tpu`` stays on only where it was asked for (``--tpu``) or torch_xla is there. hydra's
+    ``common.bf16`` never had the coupling."""
+    from omegaconf import open_dict
+
+    common = cfg.common
+    if not getattr(common, "bf16", False) or not getattr(common, "tpu", False):
+        return
+    if "--tpu" in (sys.argv[1:] if argv is None else argv) or _has_xla():
+        return
+    with open_dict(cfg):
+        for section in cfg.values():  # common, distributed_training, criterion, optimizer, ... carry a copy
+            if hasattr(section, "get") and section.get("tpu", None) is True:
+                section.tpu = False
 
 
 def check_precision_of(section_cfg) -> None:

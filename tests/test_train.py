@@ -71,8 +71,9 @@ def test_resume_continues_exactly(data_bin, tmp_path):
 
 @pytest.mark.parametrize(
     "precision",
-    [[], ["--fp16", "--fp16-no-flatten-grads"], ["--memory-efficient-fp16"], ["--amp"]],
-    ids=["fp32", "fp16", "memory-efficient-fp16", "amp"],
+    [[], ["--fp16", "--fp16-no-flatten-grads"], ["--memory-efficient-fp16"], ["--amp"],
+     ["--bf16", "--fp16-no-flatten-grads"]],
+    ids=["fp32", "fp16", "memory-efficient-fp16", "amp", "bf16"],  # bf16: fairseq's --tpu coupling undone
 )
 def test_unsampled_operators_stay_bit_identical(data_bin, tmp_path, precision):
     """Updates 4-6 leave every operator they did not sample untouched, although
