@@ -319,8 +319,9 @@ def export_child(checkpoint: str, arch: Union[str, Child, None], out: str, sente
         out_dir = os.path.dirname(os.path.abspath(out))
         write_fairseq(source, out, format, sentencepiece_model, bpe_codes)
     write_card(source, out_dir, format, "fastbpe" if bpe_codes else "sentencepiece")
-    return {"arch": source.space.format(source.child), "params": sum(row[1] for row in source.size()),
-            "size": source.size(), "out": out}
+    size = source.size()
+    return {"arch": source.space.format(source.child), "params": sum(row[1] for row in size), "size": size,
+            "out": out}
 
 
 def write_fairseq(source: ExportSource, out: str, format: str, sentencepiece_model: str, bpe_codes: str = "") -> None:
