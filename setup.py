@@ -14,7 +14,7 @@ setup(
     packages=find_packages(include=["fairseq_magic", "fairseq_magic.*"]),
     python_requires=">=3.9",
     # tensorboardX: fairseq logs a notice on every command without it (and --tensorboard-logdir uses it)
-    install_requires=["numpy", "scipy", "sentencepiece", "tensorboardX"],
+    install_requires=["numpy", "scipy", "sentencepiece", "tensorboardX", "submitit>=1.5", "hydra-submitit-launcher>=1.2"],
     extras_require={"huggingface": ["transformers>=4.40,<5", "protobuf"]},  # export --format huggingface
     entry_points={"console_scripts": ["fairseq-magic = fairseq_magic.cli:main"]},
     license="MIT",

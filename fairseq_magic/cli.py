@@ -349,17 +349,19 @@ def cmd_rank_sample(args) -> None:
 def cmd_rank_train(args) -> None:
     import shlex
 
-    from .analysis import rank_correlation
+    from . import jobs
+    from .analysis import ground_truth, rank_correlation
 
     if bool(args.finetune_data) != bool(args.finetune_args):
         raise MagicError("--finetune-data and --finetune-args go together")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds or len(set(seeds)) != len(seeds):
         raise MagicError(f"--seeds must list distinct integers, got '{args.seeds}'")
+    launch = jobs.launch_options(args)
     with progress_bar(args, "trainings", "run") as bar:
-        truth = rank_correlation.train_children(
+        truth = ground_truth.train_children(
             args.dir, args.data, shlex.split(args.train_args), args.finetune_data, shlex.split(args.finetune_args),
-            seeds=seeds, jobs=args.jobs, log=logger.info, progress=bar)
+            seeds=seeds, launch=launch, log=logger.info, progress=bar)
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
     for metric in ("valid_loss", "finetune_accuracy"):
         names = [n for n, r in truth.items() if metric in r]
@@ -373,11 +375,12 @@ def cmd_rank_train(args) -> None:
 def cmd_rank_correlate(args) -> None:
     """Kendall's tau of each super-net's estimates against stand-alone training (Table 1)."""
     from .analysis import rank_correlation
+    from .analysis.ground_truth import read_truth
     from .search.scoring import score_children
 
     output_folder(args.out)
     space, children = rank_correlation.read_children(args.dir)
-    truth = rank_correlation.read_truth(args.dir)
+    truth = read_truth(args.dir)
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
     if len(names) < len(children):
         logger.info(f"{len(children) - len(names)} children have no {args.ground_truth} yet; correlating {len(names)}")
@@ -505,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--list", default="", help="a file of architecture strings, one per line, instead of sampling")
     q.add_argument("--seed", type=SEED, default=1)
     q.set_defaults(func=cmd_rank_sample)
-    q = rank_sub.add_parser("train", help="train each child from scratch with fairseq-train, child by child (resumable)")
+    q = rank_sub.add_parser("train", help="train each child from scratch with fairseq-train, one job per (child, seed), "
+                                          "here or on Slurm (resumable)")
     q.add_argument("--dir", required=True, help="directory written by 'rank sample'")
     q.add_argument("--data", required=True, help="data-bin directory")
     q.add_argument("--train-args", required=True,
@@ -519,8 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", default="1",
                    help="train every child once per seed (comma-separated); the ground truth is the mean, and "
                         "the seeds' agreement is printed as the ceiling of any rank correlation")
-    q.add_argument("--jobs", type=ranged(int, "[1, inf)"), default=1,
-                   help="trainings run at once (on a CPU, with OMP_NUM_THREADS=1 each)")
+    from .jobs import add_launch_options
+
+    add_launch_options(q)
     add_progress_option(q)
     q.set_defaults(func=cmd_rank_train)
     q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")

@@ -37,6 +37,8 @@ has scipy && has sentencepiece && has matplotlib && has pytest && has xdist && h
 # the optional Hugging Face export (export --format huggingface); the tests use it
 has transformers && has google.protobuf || pipq "transformers>=4.40,<5" protobuf
 has fastBPE || pipq --no-build-isolation fastBPE
+# jobs past one machine: rank train --launcher local|slurm, fairseq-hydra-train -m hydra/launcher=submitit_*
+has submitit && has hydra_plugins.hydra_submitit_launcher || pipq submitit==1.5.4 hydra-submitit-launcher==1.2.0
 # installed into this .venv (imported from outside the checkout, whose root would shadow it)
 (cd / && python -c "import fairseq_magic") 2>/dev/null && [ -x .venv/bin/fairseq-magic ] \
     || pipq --no-deps --no-build-isolation -e .

@@ -38,8 +38,8 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
     # a second seed per child, two at a time: only the new runs train; the truth is the mean
     second = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget,
                    "--seeds", "1,2", "--jobs", "2")
-    assert (second.stdout + second.stderr).count("training child") == 4
-    assert "seed 1 from scratch" not in second.stdout + second.stderr
+    assert (second.stdout + second.stderr).count("started (local job") == 4
+    assert ".seed1: started" not in second.stdout + second.stderr
     assert "trainings:" not in second.stderr  # no progress bar redrawn into a pipe or a file
     truth = json.loads((children / "truth.json").read_text())
     for record in truth.values():
@@ -49,7 +49,7 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
     assert ceiling in second.stdout or f"WARNING: {ceiling}" in second.stderr  # 3 updates: often below 0.5
     assert "finetune_accuracy" not in second.stdout + second.stderr  # not measured: no ceiling line
     again = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget, "--seeds", "1,2")
-    assert "training child" not in again.stdout + again.stderr  # resumable: finished runs are skipped
+    assert "started (local job" not in again.stdout + again.stderr  # resumable: finished runs are skipped
     proc = magic("rank", "correlate", "--dir", str(children), "--checkpoints", supernet, supernet, supernet,
                  "--labels", "a,a,b", "--out", str(tmp_path / "table"), "--sentences", "16", "--cpu")
     result = json.loads((tmp_path / "table" / "rank.json").read_text())

@@ -3,15 +3,11 @@ Table 1).
 
 1. ``sample``: M children drawn uniformly with a seed (or read from a list),
    one architecture file each, plus ``children.json``.
-2. ``train``: each child trained from scratch with ``fairseq-train --arch
-   magic_child`` under one budget; child by child, resumable (a finished child
-   is skipped, an interrupted one resumes from its checkpoint); its ground
-   truth is the best validation masked-LM loss and, when a GLUE-format task is
-   given, the best accuracy after fine-tuning with ``sentence_prediction``,
-   recorded in ``truth.json``. With several ``seeds`` each child is trained
-   once per seed; the ground truth is the mean, and the agreement between the
-   seeds (Kendall's tau of the same children trained twice) is the ceiling no
-   super-net can be expected to pass.
+2. ``train``: the ground truth, each child trained from scratch once per
+   seed (analysis/ground_truth.py, as jobs on this machine or on Slurm). The
+   agreement between the seeds (Kendall's tau of the same children trained
+   twice, ``seed_agreement``) is the ceiling no super-net can be expected to
+   pass.
 3. ``correlate``: each super-net scores every child with its shared weights
    (estimate = negative validation loss, as in the paper) and Kendall's tau
    (with its p-value) and Spearman's rho against the ground truth are computed
@@ -31,10 +27,6 @@ Table 1).
 
 import json
 import os
-import subprocess
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -90,19 +82,6 @@ def read_children(out_dir: str):
 
 # Ground-truth metrics, each turned into "higher is better" for correlation.
 GROUND_TRUTHS = {"valid_loss": -1.0, "finetune_accuracy": 1.0}
-
-
-def read_truth(out_dir: str) -> Dict[str, Dict]:
-    """{child: {metric: value}}: ``valid_loss`` (best stand-alone validation loss,
-    bits) and, when fine-tuned, ``finetune_accuracy``, each the mean over the
-    seeds in ``<metric>_by_seed`` ({seed: value})."""
-    path = os.path.join(out_dir, "truth.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        truth = json.load(f)
-    # a plain number is a validation loss (the first format of this file)
-    return {name: v if isinstance(v, dict) else {"valid_loss": float(v)} for name, v in truth.items()}
 
 
 TOP = 5  # the "top k" of top_of_ranking
@@ -199,90 +178,6 @@ def compare_methods(estimates: Dict[str, List[Sequence[float]]], truth: Sequence
         row["boot_lo"], row["boot_hi"] = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
         row["boot_p"] = float((boot <= 0).mean())
     return out
-
-
-def _best(checkpoint: str) -> float:
-    from ..checkpoint import torch_load
-
-    # our own run's checkpoint: fairseq records the best validation metric in it
-    return float(torch_load(checkpoint, map_location="cpu")["extra_state"]["best"])
-
-
-def _fairseq_train(name: str, cmd: List[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *cmd], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise MagicError(f"training {name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-
-
-def _record_mean(record: Dict, metric: str) -> None:
-    values = record[f"{metric}_by_seed"].values()
-    record[metric] = float(np.mean(list(values)))
-
-
-def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_data: str = "",
-                   finetune_args: Sequence[str] = (), seeds: Sequence[int] = (1,), jobs: int = 1,
-                   log=print, progress=None) -> Dict[str, Dict]:
-    """Train every (child, seed) that has no ground truth yet: masked-LM
-    pre-training from scratch (``--seed`` appended to ``train_args``), then
-    (with ``finetune_data``) fairseq's sentence_prediction from it. ``jobs``
-    runs that many trainings at once; ``truth.json`` is rewritten after each.
-    ``progress`` (a tqdm bar) is reset to the number of trainings and counts them."""
-    _, children = read_children(out_dir)
-    truth = read_truth(out_dir)
-    plugin = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: fairseq_magic/
-    lock = threading.Lock()
-    todo = []
-    for i, name in enumerate(children):
-        record = truth.setdefault(name, {})
-        if "valid_loss" in record and "valid_loss_by_seed" not in record:  # a run from before seeds were recorded
-            record["valid_loss_by_seed"] = {"1": record["valid_loss"]}
-        for seed in seeds:
-            done = str(seed) in record.get("valid_loss_by_seed", {})
-            if not done or (finetune_data and str(seed) not in record.get("finetune_accuracy_by_seed", {})):
-                todo.append((i, name, seed))
-
-    def train(item) -> None:
-        i, name, seed = item
-        record = truth[name]
-        arch = ["--user-dir", plugin, "--arch", "magic_child", "--child-arch", os.path.join(out_dir, f"{name}.json"),
-                "--no-epoch-checkpoints"]
-        pretrain = os.path.join(out_dir, "train", name, f"seed{seed}")
-        tag = f"child {name} ({i + 1}/{len(children)}), seed {seed}"
-        results = {}
-        if str(seed) not in record.get("valid_loss_by_seed", {}):
-            log(f"training {tag} from scratch")
-            _fairseq_train(name, [data, "--task", "masked_lm", "--criterion", "masked_lm", *arch,
-                                  "--save-dir", pretrain, *train_args, "--seed", str(seed)])
-            results["valid_loss"] = _best(os.path.join(pretrain, "checkpoint_best.pt"))
-        if finetune_data:
-            finetune = os.path.join(out_dir, "finetune", name, f"seed{seed}")
-            log(f"fine-tuning {tag}")
-            _fairseq_train(name, [
-                finetune_data, "--task", "sentence_prediction", "--criterion", "sentence_prediction", *arch,
-                "--restore-file", os.path.join(pretrain, "checkpoint_best.pt"), "--reset-optimizer",
-                "--reset-dataloader", "--reset-meters", "--best-checkpoint-metric", "accuracy",
-                "--maximize-best-checkpoint-metric", "--save-dir", finetune, *finetune_args, "--seed", str(seed),
-            ])
-            results["finetune_accuracy"] = _best(os.path.join(finetune, "checkpoint_best.pt"))
-        with lock:
-            for metric, value in results.items():
-                record.setdefault(f"{metric}_by_seed", {})[str(seed)] = value
-                _record_mean(record, metric)
-            with open(os.path.join(out_dir, "truth.json"), "w") as f:
-                json.dump(truth, f, indent=1)
-        log(f"{tag}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-
-    if progress is not None:
-        progress.reset(total=len(todo))
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-    try:
-        for future in as_completed([pool.submit(train, item) for item in todo]):
-            future.result()  # the first failure is raised; trainings not yet started are cancelled
-            if progress is not None:
-                progress.update()
-    finally:
-        pool.shutdown(cancel_futures=True)
-    return {name: record for name, record in truth.items() if record}
 
 
 CEILING_FLOOR = 0.5  # below this, the ground truth's seeds disagree too much to rank children by it
