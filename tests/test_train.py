@@ -2,12 +2,14 @@
 
 import json
 import os
+import sys
 from collections import defaultdict
 
 import pytest
 import torch
 
-from conftest import ROOT, fairseq_train, hydra_train, launch_ranks, load_state, read_child_log, train_log
+from conftest import (PLUGIN, ROOT, fairseq_train, hydra_train, launch_ranks, load_state, read_child_log, run,
+                      train_log)
 from fairseq_magic.space import SearchSpace
 
 SPACE = SearchSpace.build(6, "MHA2,FFN,CONV3,CONV5", hidden_dim=32, ffn_dim=64)
@@ -123,6 +125,21 @@ def test_hydra_train_with_example_configs(data_bin, tmp_path, config):
     assert len(records) == 4
     assert ("align_loss" in records[-1]) == (config in ("magic_a", "magic_at"))
     assert ("arch_entropy" in records[-1]) == (config == "gaea_tiny")
+
+
+def test_a_seed_sweep_is_a_hydra_multirun_on_submitit(data_bin, tmp_path):
+    """fairseq-hydra-train -m of a shipped config over two seeds, through submitit's local launcher and the
+    run_config group: each run in its own directory, each with its checkpoint of its own seed."""
+    run([sys.executable, "-m", "fairseq_cli.hydra_train", "-m", "--config-dir", str(ROOT / "examples" / "config"),
+         "--config-name", "spos_tiny", "common.seed=1,2", "hydra/launcher=submitit_local", "+run_config=local",
+         f"task.data={data_bin}", f"common.user_dir={PLUGIN}", f"hydra.sweep.dir={tmp_path}",
+         "optimization.max_update=2", "model.supernet_layers=2", "model.encoder_embed_dim=32",
+         "model.encoder_ffn_embed_dim=64", "task.tokens_per_sample=32", "dataset.batch_size=8"])
+    for seed in (1, 2):
+        runs = list(tmp_path.glob(f"common.seed={seed},*/checkpoints/spos_tiny/checkpoint_last.pt"))
+        assert len(runs) == 1, sorted(p.name for p in tmp_path.iterdir())
+        state = load_state(str(runs[0]))
+        assert state["cfg"]["common"]["seed"] == seed and state["optimizer_history"][-1]["num_updates"] == 2
 
 
 @pytest.mark.parametrize("config", ["retrain_mlm", "retrain_electra"])
