@@ -228,11 +228,21 @@ def _one_line_hydra_errors() -> None:
 
     def return_value(self):
         if isinstance(getattr(self, "_return_value", None), MagicError):
-            print(f"fairseq-magic: error: {self._return_value}", file=sys.stderr)
+            print(f"fairseq-magic: error: {self._return_value}{_which_run(self)}", file=sys.stderr)
             sys.exit(1)
         return original.fget(self)
 
     JobReturn.return_value = property(return_value, original.fset)
+
+
+def _which_run(job) -> str:
+    """' (run OVERRIDES, in DIR)' for a job of a multirun: which of the sweep's runs failed."""
+    cfg = getattr(job, "hydra_cfg", None)
+    try:
+        multirun = str(cfg.hydra.mode).endswith("MULTIRUN")
+    except AttributeError:
+        return ""
+    return f" (run {' '.join(job.overrides or [])}, in {job.working_dir})" if multirun else ""
 
 
 class _AtomicCopyPathManager(PathManager):

@@ -35,3 +35,17 @@ def test_benchmark_runs(script, expected):
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert all(line in proc.stdout for line in expected), proc.stdout
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """The prepared GPU check, at tiny size on the CPU: every model trains, the table is written."""
+    env = dict(os.environ, MAGIC_BENCH_LINES="2000")
+    out = tmp_path / "gpu_check.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+                          cwd=str(tmp_path), capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    table = out.read_text()
+    assert table.startswith("GPU check on CPU")
+    for model in ("roberta_base", "SPOS", "MAGIC-T", "MAGIC-AT"):
+        assert f"| fp32 | {model} |" in table
+    assert "| uniform |" in table and "| evolution generation |" in table and "FAILED" not in table
