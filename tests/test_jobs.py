@@ -136,3 +136,14 @@ def test_max_parallel_zero_is_one_line(tmp_path):
     proc = magic("rank", "train", "--dir", str(tmp_path), "--data", str(tmp_path), "--train-args=--cpu",
                  "--max-parallel", "0", check=False)
     assert proc.returncode == 2 and "--max-parallel" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_preempted_training_is_requeued_as_itself(tmp_path):
+    """Slurm's preemption or time-out signal makes submitit call ``checkpoint``: the same (child, seed)
+    is submitted again, and fairseq resumes it from its checkpoint_last.pt."""
+    from fairseq_magic.analysis.ground_truth import ChildTraining
+
+    job = ChildTraining(str(tmp_path), "child007", 2, "data-bin", ["--max-update", "9"])
+    again = job.checkpoint()
+    assert again.function is job and again.args == () and again.kwargs == {}
+    assert job.result_path() == str(tmp_path / "results" / "child007.seed2.json")
