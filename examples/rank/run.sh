@@ -6,8 +6,12 @@
 # implementation, one at a time, and the lambda schedule.
 # Needs the demo's data (bash scripts/setup.sh). Every step is skipped when its
 # output exists, so a rerun continues where it stopped.
+# The super-nets are hydra multiruns of examples/config/rank_cpu.yaml (a method's seeds at once, through
+# hydra's submitit launcher), the children 'fairseq-magic rank train' jobs; --launcher slurm sends both to
+# Slurm (--partition P), one GPU per run.
 #   bash examples/rank/run.sh [--children 40] [--child-seeds 1,2] [--supernet-seeds 1,2,3]
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
+#                             [--launcher local|slurm] [--partition P]
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
 #                             [--sweep gradual-k|anchor-top-p|align-batch-fraction|fair|align-lambda|budget]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
@@ -30,7 +34,7 @@ cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 . .venv/bin/activate
 CHILDREN=40 CHILD_SEEDS=1,2 NET_SEEDS=1,2,3 NET_UPDATES=2000 CHILD_UPDATES=2000 JOBS=2 ABLATIONS=1 STEPS=1,2,3,4 SWEEP=""
-OUT=checkpoints/rank DATA=data/default/bin
+OUT=checkpoints/rank DATA=data/default/bin LAUNCHER=local PARTITION=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --children) CHILDREN=$2; shift 2 ;;
@@ -44,63 +48,75 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --data) DATA=$2; shift 2 ;;
         --sweep) SWEEP=$2; shift 2 ;;
+        --launcher) LAUNCHER=$2; shift 2 ;;
+        --partition) PARTITION=$2; shift 2 ;;
         *) echo "usage: $0 [--children M] [--child-seeds S,..] [--supernet-seeds S,..] [--supernet-updates N]" \
                 "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--data DIR] [--out DIR]" \
-                "[--sweep gradual-k|anchor-top-p|align-batch-fraction]" >&2; exit 2 ;;
+                "[--sweep gradual-k|anchor-top-p|align-batch-fraction] [--launcher local|slurm] [--partition P]" >&2
+           exit 2 ;;
     esac
 done
+case "$LAUNCHER" in
+    local) LAUNCH=(hydra/launcher=submitit_local +run_config=local) CHILD_LAUNCH=(--max-parallel "$JOBS") ;;
+    slurm) LAUNCH=(hydra/launcher=submitit_slurm +run_config=slurm_1g common.cpu=false ${PARTITION:+hydra.launcher.partition=$PARTITION})
+           CHILD_LAUNCH=(--launcher slurm --gpus-per-job 1 ${PARTITION:+--slurm-partition "$PARTITION"}) ;;
+    *) echo "fairseq-magic: error: unknown --launcher '$LAUNCHER' (known: local, slurm)" >&2; exit 2 ;;
+esac
 [ -f "$DATA/dict.txt" ] || { echo "fairseq-magic: error: run 'bash scripts/setup.sh' first (no $DATA)" >&2; exit 1; }
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # JOBS trainings side by side, one thread each
-# A small space: 6 layers of {MHA4, FFN, CONV3, CONV5}, hidden 64, 64 tokens.
-SPACE="--arch magic_supernet_tiny --supernet-layers 6 --encoder-embed-dim 64 --encoder-ffn-embed-dim 256"
+# A small space: 6 layers of {MHA4, FFN, CONV3, CONV5}, hidden 64, 64 tokens; the super-nets' settings are
+# examples/config/rank_cpu.yaml, the children's the same as fairseq-train options:
 COMMON="--tokens-per-sample 64 --batch-size 16 --optimizer adam --adam-betas (0.9,0.98) --weight-decay 0.01 \
 --lr 1e-3 --lr-scheduler polynomial_decay --warmup-updates 30 --cpu --num-workers 0 \
 --log-format simple --log-interval 100 --no-epoch-checkpoints"
+[ "$LAUNCHER" = slurm ] && COMMON=${COMMON/ --cpu/}
+# Each method: hydra overrides of rank_cpu.yaml.
 # MAGIC-A: the paper's lambda, aligned at H_2 and H_4 (every 2 layers, not the final H_6), after a warm-up
 # of a third of the run; the first anchor is the best of 100 children, checked every 50 updates on 256
 # sentences by loss.
-ALIGN="--align-lambda 0.5 --align-every 2 --align-warmup-epochs 0 --align-warmup-updates $((NET_UPDATES / 3)) \
---anchor-eval-interval 50 --score-sentences 256 --anchor-metric loss"
-T="--sampler gradual --gradual-k 1"
-METHODS=("spos|--sampler uniform" "magic_t|$T" "magic_a|--sampler uniform $ALIGN" "magic_at|$T $ALIGN")
+ALIGN="task.align_lambda=0.5 task.align_every=2 task.align_warmup_epochs=0 \
+task.align_warmup_updates=$((NET_UPDATES / 3)) task.anchor_eval_interval=50 task.score_sentences=256 task.anchor_metric=loss"
+T="task.sampler=gradual task.gradual_k=1"
+METHODS=("spos|task.sampler=uniform" "magic_t|$T" "magic_a|task.sampler=uniform $ALIGN" "magic_at|$T $ALIGN")
 if [ "$ABLATIONS" = 1 ]; then
     METHODS+=(
-        "at_random_anchor|$T $ALIGN --anchor-init-children 0"   # 1. first anchor: a random child
-        "at_any_margin|$T $ALIGN --anchor-replace-z 0"          # 2. replaced on any improvement
-        "at_train_eval|$T $ALIGN --align-dropout train-eval"    # 3. child's states with dropout
-        "at_final_layer|$T $ALIGN --align-final-layer"          # 4. the final layer aligned too
-        "at_lambda_decay|$T $ALIGN --align-lambda-schedule linear-decay --align-decay-fraction 0.25"
+        "at_random_anchor|$T $ALIGN task.anchor_init_children=0"   # 1. first anchor: a random child
+        "at_any_margin|$T $ALIGN task.anchor_replace_z=0"          # 2. replaced on any improvement
+        "at_train_eval|$T $ALIGN task.align_dropout=train-eval"    # 3. child's states with dropout
+        "at_final_layer|$T $ALIGN task.align_final_layer=true"     # 4. the final layer aligned too
+        "at_lambda_decay|$T $ALIGN task.align_lambda_schedule=linear-decay task.align_decay_fraction=0.25"
     )
 fi
 
 case "$SWEEP" in
     "") ;;
-    gradual-k) METHODS=("k1|--sampler gradual --gradual-k 1" "k2|--sampler gradual --gradual-k 2"
-                        "k4|--sampler gradual --gradual-k 4" "k6|--sampler gradual --gradual-k 6") ;;
+    gradual-k) METHODS=("k1|task.sampler=gradual task.gradual_k=1" "k2|task.sampler=gradual task.gradual_k=2"
+                        "k4|task.sampler=gradual task.gradual_k=4" "k6|task.sampler=gradual task.gradual_k=6") ;;
     anchor-top-p)
-        METHODS=("spos|--sampler uniform" "best|--sampler uniform $ALIGN")
+        METHODS=("spos|task.sampler=uniform" "best|task.sampler=uniform $ALIGN")
         for p in 0 10 30 50 70 90; do
-            METHODS+=("p$p|--sampler uniform $ALIGN --anchor-policy top-p --anchor-top-p $p --anchor-top-r 10")
+            METHODS+=("p$p|task.sampler=uniform $ALIGN task.anchor_policy=top-p task.anchor_top_p=$p task.anchor_top_r=10")
         done ;;
-    align-batch-fraction) METHODS=("f1|$T $ALIGN" "f0.5|$T $ALIGN --align-batch-fraction 0.5"
-                                   "f0.25|$T $ALIGN --align-batch-fraction 0.25") ;;
+    align-batch-fraction) METHODS=("f1|$T $ALIGN" "f0.5|$T $ALIGN task.align_batch_fraction=0.5"
+                                   "f0.25|$T $ALIGN task.align_batch_fraction=0.25") ;;
     fair|budget)
-        FW="--sampler fair-gradual --gradual-k 1"
+        FW="task.sampler=fair-gradual task.gradual_k=1"
         # FairNAS: 4 children (one window) per update, one micro-batch each; a quarter of the updates, so
         # that every super-net trains the same 2000 x 16 sentences
-        FAIRNAS="--sampler fair --update-freq 4 --max-update $((NET_UPDATES / 4)) --total-num-update $((NET_UPDATES / 4))"
-        METHODS=("spos|--sampler uniform" "fairnas|$FAIRNAS" "magic_t|$T" "fair_gradual|$FW")
+        FAIRNAS="task.sampler=fair optimization.update_freq=[4] optimization.max_update=$((NET_UPDATES / 4)) \
+lr_scheduler.total_num_update=$((NET_UPDATES / 4))"
+        METHODS=("spos|task.sampler=uniform" "fairnas|$FAIRNAS" "magic_t|$T" "fair_gradual|$FW")
         # and two ablations that split FairNAS's two changes to SPOS: fairness alone (one child per update, a
         # window spans 4 updates) and accumulation alone (SPOS's one child per update, 4 micro-batches a step)
-        [ "$SWEEP" = fair ] && METHODS+=("magic_a|--sampler uniform $ALIGN" "magic_at|$T $ALIGN"
-                                         "magic_at_fair|$FW $ALIGN" "fair_windows|--sampler fair"
-                                         "spos_accumulated|${FAIRNAS/--sampler fair/--sampler uniform}") ;;
+        [ "$SWEEP" = fair ] && METHODS+=("magic_a|task.sampler=uniform $ALIGN" "magic_at|$T $ALIGN"
+                                         "magic_at_fair|$FW $ALIGN" "fair_windows|task.sampler=fair"
+                                         "spos_accumulated|${FAIRNAS/task.sampler=fair /task.sampler=uniform }") ;;
     align-lambda)
-        FW="--sampler fair-gradual --gradual-k 1"
-        METHODS=("spos|--sampler uniform")
-        for l in 0.5 2 8; do METHODS+=("l$l|--sampler uniform ${ALIGN/--align-lambda 0.5/--align-lambda $l}"); done
-        for l in 2 8; do METHODS+=("at_fair_l$l|$FW ${ALIGN/--align-lambda 0.5/--align-lambda $l}"); done ;;
+        FW="task.sampler=fair-gradual task.gradual_k=1"
+        METHODS=("spos|task.sampler=uniform")
+        for l in 0.5 2 8; do METHODS+=("l$l|task.sampler=uniform ${ALIGN/task.align_lambda=0.5/task.align_lambda=$l}"); done
+        for l in 2 8; do METHODS+=("at_fair_l$l|$FW ${ALIGN/task.align_lambda=0.5/task.align_lambda=$l}"); done ;;
     *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k, anchor-top-p, align-batch-fraction," \
             "fair, align-lambda, budget)" >&2
        exit 2 ;;
@@ -111,30 +127,46 @@ if [ "$SWEEP" = anchor-top-p ] && step 1; then
     TRAIN_DATA=$(echo "$OUT"/data/shard{0,1,2,3,4} | tr ' ' :)
 fi
 
-supernet() {  # name seed flags...
-    local name=$1 seed=$2; shift 2
-    local dir="$OUT/$name/seed$seed"
-    [ -f "$dir/done" ] && return 0
-    mkdir -p "$dir"
-    # shellcheck disable=SC2068,SC2086
-    fairseq-train "$TRAIN_DATA" --user-dir fairseq_magic --task magic_masked_lm --criterion magic_mlm $SPACE $COMMON \
-        --seed "$seed" --max-update "$NET_UPDATES" --total-num-update "$NET_UPDATES" \
-        --validate-interval-updates "$((NET_UPDATES / 4))" --interference-interval 100 $@ \
-        --save-dir "$dir" > "$dir/train.log" 2>&1 && touch "$dir/done"
-    echo "super-net $name seed $seed: $(grep -c -E 'anchor (replaced|now)' "$dir/train.log" || true) anchor replacements"
+supernets() {  # name overrides...: the method's seeds not yet done, as one hydra multirun (OUT/name/seedS)
+    local name=$1 seed todo=() budget=(); shift
+    for seed in ${NET_SEEDS//,/ }; do [ -f "$OUT/$name/seed$seed/done" ] || todo+=("$seed"); done
+    [ ${#todo[@]} -gt 0 ] || return 0
+    [[ " $* " == *" optimization.max_update="* ]] \
+        || budget=("optimization.max_update=$NET_UPDATES" "lr_scheduler.total_num_update=$NET_UPDATES")
+    # the plugin's task options are not in fairseq's schema when hydra composes: '++' sets them all the same
+    local overrides=("${@/#task./++task.}")
+    mkdir -p "$OUT/$name"
+    if ! fairseq-hydra-train -m --config-dir examples/config --config-name rank_cpu "task.data=$TRAIN_DATA_ABS" \
+            "common.user_dir=$PWD/fairseq_magic" "common.seed=$(IFS=,; echo "${todo[*]}")" hydra.job.name=train \
+            "dataset.validate_interval_updates=$((NET_UPDATES / 4))" "${budget[@]}" "${overrides[@]}" "${LAUNCH[@]}" \
+            "hydra.sweep.dir=$(realpath "$OUT/$name")" 'hydra.sweep.subdir=seed${common.seed}' \
+            > "$OUT/$name/sweep.log" 2>&1; then
+        echo "fairseq-magic: error: super-net $name: $(grep -v -e '^Set the environment' -e '^$' "$OUT/$name/sweep.log" \
+            | tail -1) (log: $OUT/$name/sweep.log)" >&2
+        return 1
+    fi
+    for seed in "${todo[@]}"; do
+        touch "$OUT/$name/seed$seed/done"
+        echo "super-net $name seed $seed: $(grep -c -E 'anchor (replaced|now)' "$OUT/$name/seed$seed/train.log" || true) anchor replacements"
+    done
 }
-export -f supernet
-export OUT TRAIN_DATA SPACE COMMON NET_UPDATES
+TRAIN_DATA_ABS=$(for d in ${TRAIN_DATA//:/ }; do realpath "$d"; done | paste -sd:)
 
-# 1. super-nets, JOBS at a time: the four methods' seeds first, then the ablations'
-queue() { for seed in ${NET_SEEDS//,/ }; do for m in "$@"; do printf '%s\0' "${m%%|*} $seed ${m#*|}"; done; done; }
-step 1 && { queue "${METHODS[@]:0:4}"; queue "${METHODS[@]:4}"; } | xargs -0 -P "$JOBS" -I{} bash -c 'supernet {}'
+# 1. super-nets: each method's seeds at once (local: side by side, one thread each; Slurm: every method at once)
+if step 1; then
+    PIDS=()
+    for m in "${METHODS[@]}"; do
+        # shellcheck disable=SC2086
+        if [ "$LAUNCHER" = slurm ]; then supernets "${m%%|*}" ${m#*|} & PIDS+=($!); else supernets "${m%%|*}" ${m#*|}; fi
+    done
+    for pid in "${PIDS[@]}"; do wait "$pid"; done  # set -e: the first failed method stops here
+fi
 
 # 2. the children, trained stand-alone once per child seed
 first_seed=${NET_SEEDS%%,*} first=${METHODS[0]%%|*}
 step 2 && { [ -f "$OUT/children/children.json" ] || fairseq-magic rank sample \
     --checkpoint "$OUT/$first/seed$first_seed/checkpoint_last.pt" --out "$OUT/children" --children "$CHILDREN" --seed 1
-fairseq-magic rank train --dir "$OUT/children" --data "$DATA" --seeds "$CHILD_SEEDS" --jobs "$JOBS" --train-args \
+fairseq-magic rank train --dir "$OUT/children" --data "$DATA" --seeds "$CHILD_SEEDS" "${CHILD_LAUNCH[@]}" --train-args \
     "$COMMON --total-num-update $CHILD_UPDATES --max-update $CHILD_UPDATES --log-interval 500"; }
 
 # 3. Kendall's tau of every super-net; methods compared with the first (SPOS, k1, f1); the ceiling printed beside
