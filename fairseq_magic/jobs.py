@@ -62,7 +62,7 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
                         "Slurm: the array's %%limit, default none)")
     g.add_argument("--slurm-partition", default="", help="Slurm partition (sbatch --partition)")
     g.add_argument("--gpus-per-job", type=ranged(int, "[0, inf)"), default=0,
-                   help="GPUs per job (local: each running job gets its own)")
+                   help="GPUs per job (local: each running job gets its own; with 0 the jobs see no GPU)")
     g.add_argument("--cpus-per-job", type=ranged(int, "[1, inf)"), default=None, help="Slurm: CPUs per job")
     g.add_argument("--mem-gb", type=ranged(float, "(0, inf)"), default=None, help="Slurm: memory per job, GB")
     g.add_argument("--timeout-min", type=ranged(int, "[1, inf)"), default=24 * 60,
@@ -80,6 +80,13 @@ def launch_options(args: argparse.Namespace) -> LaunchOptions:
         given = [k for k in SLURM_ONLY if getattr(opts, k)]
         if given:
             raise MagicError(f"--{given[0].replace('_', '-')} is a Slurm option: add --launcher slurm")
+        if opts.gpus_per_job:
+            import torch
+
+            need, have = (opts.max_parallel or 1) * opts.gpus_per_job, torch.cuda.device_count()
+            if need > have:
+                raise MagicError(f"--max-parallel {opts.max_parallel or 1} x --gpus-per-job {opts.gpus_per_job} "
+                                 f"needs {need} GPUs here, and this machine has {have}")
     elif shutil.which("sbatch") is None or shutil.which("srun") is None:
         raise MagicError("--launcher slurm needs Slurm, and sbatch is not on this machine's PATH; "
                          "run the jobs here with --launcher local")

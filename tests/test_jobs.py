@@ -123,6 +123,7 @@ def test_slurm_array_script_and_rerun(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--launcher", "kubernetes"], "unknown --launcher 'kubernetes' (known: local, slurm)"),
     (["--slurm-partition", "dev"], "--slurm-partition is a Slurm option: add --launcher slurm"),
+    (["--gpus-per-job", "1", "--max-parallel", "64"], "--max-parallel 64 x --gpus-per-job 1 needs 64 GPUs here"),
     (["--launcher", "slurm"], "--launcher slurm needs Slurm, and sbatch is not on this machine's PATH; "
                               "run the jobs here with --launcher local"),
 ])
