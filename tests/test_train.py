@@ -154,3 +154,18 @@ def test_hydra_retrain_configs_run_a_child(data_bin, tmp_path, config):
     records = train_log(proc)
     assert len(records) == 5 and ("disc_loss" in records[-1]) == (config == "retrain_electra")
     assert load_state(str(tmp_path / "checkpoint_last.pt"))["cfg"]["model"]["_name"] == "magic_child"
+
+
+def test_bf16_on_the_command_line_is_bf16_not_tpu(data_bin):
+    """fairseq 0.12's parser turns every --bf16 into --tpu as well (a GPU run then imports torch_xla and
+    crashes); what fairseq-train hands its main, with the plugin loaded, is bfloat16 alone."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.distributed import utils as distributed_utils
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        data_bin, "--user-dir", PLUGIN, "--task", "masked_lm", "--arch", "roberta_base", "--bf16", "--cpu"])
+    assert args.tpu  # fairseq's own coupling
+    seen = []
+    distributed_utils.call_main(convert_namespace_to_omegaconf(args), seen.append)
+    assert seen[0].common.bf16 and not seen[0].common.tpu and not seen[0].distributed_training.tpu
