@@ -57,7 +57,7 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("launching (submitit)")
     g.add_argument("--launcher", default="local",
                    help="local: on this machine; slurm: one Slurm array job (requeued and resumed when preempted)")
-    g.add_argument("--max-parallel", "--jobs", dest="max_parallel", type=ranged(int, "[1, inf)"), default=None,
+    g.add_argument("--max-parallel", type=ranged(int, "[1, inf)"), default=None,
                    help="jobs running at once (local: default 1, on a CPU with OMP_NUM_THREADS=1 each; "
                         "Slurm: the array's %%limit, default none)")
     g.add_argument("--slurm-partition", default="", help="Slurm partition (sbatch --partition)")

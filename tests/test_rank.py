@@ -37,7 +37,7 @@ def test_sample_train_correlate(supernet, data_bin, tmp_path):
     assert sorted(truth) == sorted(names) and all(v["valid_loss"] > 0 for v in truth.values())
     # a second seed per child, two at a time: only the new runs train; the truth is the mean
     second = magic("rank", "train", "--dir", str(children), "--data", data_bin, "--train-args", budget,
-                   "--seeds", "1,2", "--jobs", "2")
+                   "--seeds", "1,2", "--max-parallel", "2")
     assert (second.stdout + second.stderr).count("started (local job") == 4
     assert ".seed1: started" not in second.stdout + second.stderr
     assert "trainings:" not in second.stderr  # no progress bar redrawn into a pipe or a file
