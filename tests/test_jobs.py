@@ -16,6 +16,7 @@ from submitit.core.test_core import MockedSubprocess
 
 from conftest import ROOT, assert_one_error_line, magic
 from fairseq_magic import jobs
+from fairseq_magic.errors import MagicError
 
 BUDGET = "--batch-size 8 --tokens-per-sample 32 --optimizer adam --lr 1e-3 --cpu --num-workers 0 --log-format simple"
 
@@ -127,16 +128,19 @@ def test_slurm_array_script_and_rerun(tmp_path, monkeypatch):
     (["--launcher", "slurm"], "--launcher slurm needs Slurm, and sbatch is not on this machine's PATH; "
                               "run the jobs here with --launcher local"),
 ])
-def test_bad_launch_options_are_one_line(argv, message, tmp_path):
-    proc = magic("rank", "train", "--dir", str(tmp_path), "--data", str(tmp_path), "--train-args=--cpu", *argv,
-                 check=False)
-    assert_one_error_line(proc, message)
+def test_bad_launch_options_are_one_message(argv, message):
+    with pytest.raises(MagicError, match=re.escape(message)):
+        options(*argv)
 
 
-def test_max_parallel_zero_is_one_line(tmp_path):
+def test_bad_launch_options_are_one_line_before_anything_runs(tmp_path):
+    proc = magic("rank", "train", "--dir", str(tmp_path), "--data", str(tmp_path), "--train-args=--cpu",
+                 "--launcher", "slurm", check=False)
+    assert_one_error_line(proc, "--launcher slurm needs Slurm")
     proc = magic("rank", "train", "--dir", str(tmp_path), "--data", str(tmp_path), "--train-args=--cpu",
                  "--max-parallel", "0", check=False)
-    assert proc.returncode == 2 and "--max-parallel" in proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "--max-parallel: must be >= 1, got 0" in proc.stderr.strip().splitlines()[-1]
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_preempted_training_is_requeued_as_itself(tmp_path):
