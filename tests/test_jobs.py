@@ -152,3 +152,28 @@ def test_a_preempted_training_is_requeued_as_itself(tmp_path):
     again = job.checkpoint()
     assert again.function is job and again.args == () and again.kwargs == {}
     assert job.result_path() == str(tmp_path / "results" / "child007.seed2.json")
+
+
+def test_a_result_without_what_the_job_measures_is_not_collected(tmp_path, monkeypatch):
+    """Pre-trained earlier, fine-tuned now: the pre-training's result file does not count as the
+    fine-tuning job's; the job is handed to the launcher, and its own result is collected."""
+    from fairseq_magic.analysis import ground_truth
+    from fairseq_magic.analysis.rank_correlation import write_children
+    from fairseq_magic.space import SearchSpace
+
+    write_children(SearchSpace.build(2, "MHA2,FFN", hidden_dim=32, ffn_dim=64), [(0, 1)], str(tmp_path))
+    (tmp_path / "truth.json").write_text(json.dumps({"child000": {"valid_loss": 7.0, "valid_loss_by_seed": {"1": 7.0}}}))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "child000.seed1.json").write_text(json.dumps({"valid_loss": 7.0}))
+    handed = []
+
+    def run(todo, opts, folder, collect, log, progress):
+        handed.extend(todo)
+        assert not todo["child000.seed1"].pretrain and todo["child000.seed1"].metrics() == {"finetune_accuracy"}
+        (tmp_path / "results" / "child000.seed1.json").write_text(json.dumps({"finetune_accuracy": 75.0}))
+        return [name for name in todo if not collect(name)]
+
+    monkeypatch.setattr(ground_truth.jobs, "run", run)
+    truth = ground_truth.train_children(str(tmp_path), "mlm-bin", [], "glue-bin", ["--num-classes", "2"], log=print)
+    assert handed == ["child000.seed1"]
+    assert truth["child000"]["valid_loss"] == 7.0 and truth["child000"]["finetune_accuracy"] == 75.0

@@ -81,6 +81,10 @@ class ChildTraining(submitit.helpers.Checkpointable):
     def result_path(self) -> str:
         return result_path(self.out_dir, self.name, self.seed)
 
+    def metrics(self) -> set:
+        """What this job measures: a result file without all of it is from an earlier, smaller job."""
+        return {m for m, asked in (("valid_loss", self.pretrain), ("finetune_accuracy", self.finetune_data)) if asked}
+
     def __call__(self) -> None:
         arch = ["--user-dir", PLUGIN, "--arch", "magic_child", "--child-arch",
                 os.path.join(self.out_dir, f"{self.name}.json"), "--no-epoch-checkpoints"]
@@ -139,6 +143,8 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
             return False
         with open(job.result_path()) as f:
             results = json.load(f)
+        if not job.metrics() <= set(results):
+            return False
         record = truth[job.name]
         for metric, value in results.items():
             record.setdefault(f"{metric}_by_seed", {})[str(job.seed)] = value
@@ -150,7 +156,7 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
         log(f"child {job.name}, seed {job.seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
         return True
 
-    for job_name, job in list(todo.items()):  # ended while no driver was watching (a Slurm array, say)
+    for job_name in list(todo):  # ended while no driver was watching (a Slurm array, say)
         if collect(job_name):
             del todo[job_name]
     if todo:
