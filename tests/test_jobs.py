@@ -59,16 +59,16 @@ def test_a_killed_rank_train_resumes_from_its_checkpoints(supernet, data_bin, tm
 
 def test_a_failed_training_names_its_log_and_is_retried(supernet, data_bin, tmp_path):
     children = tmp_path / "children"
-    magic("rank", "sample", "--checkpoint", supernet, "--out", str(children), "--children", "2", "--seed", "4")
-    args = ["rank", "train", "--dir", str(children), "--data", data_bin, "--max-parallel", "2"]
+    magic("rank", "sample", "--checkpoint", supernet, "--out", str(children), "--children", "1", "--seed", "4")
+    args = ["rank", "train", "--dir", str(children), "--data", data_bin]
     proc = magic(*args, "--train-args", f"--max-update 2 --no-such-option {BUDGET}", check=False)
-    assert_one_error_line(proc, "2 of 2 trainings failed (child000.seed1, child001.seed1; their logs are named "
-                                "above); run the same command again to retry them")
+    assert_one_error_line(proc, "1 of 1 trainings failed (child000.seed1; their logs are named above); run the "
+                                "same command again to retry them")
     failed = re.findall(r"child000\.seed1: FAILED \((.*)\); log: (\S+)", proc.stdout)
     assert failed and "unrecognized arguments: --no-such-option" in failed[0][0], proc.stdout
     assert os.path.isfile(failed[0][1])
     magic(*args, "--train-args", f"--max-update 2 {BUDGET}")
-    assert sorted(json.loads((children / "truth.json").read_text())) == ["child000", "child001"]
+    assert list(json.loads((children / "truth.json").read_text())) == ["child000"]
 
 
 def options(*argv: str) -> jobs.LaunchOptions:
@@ -137,10 +137,7 @@ def test_bad_launch_options_are_one_line_before_anything_runs(tmp_path):
     proc = magic("rank", "train", "--dir", str(tmp_path), "--data", str(tmp_path), "--train-args=--cpu",
                  "--launcher", "slurm", check=False)
     assert_one_error_line(proc, "--launcher slurm needs Slurm")
-    proc = magic("rank", "train", "--dir", str(tmp_path), "--data", str(tmp_path), "--train-args=--cpu",
-                 "--max-parallel", "0", check=False)
-    assert proc.returncode == 2 and "--max-parallel: must be >= 1, got 0" in proc.stderr.strip().splitlines()[-1]
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == []  # (--max-parallel 0: tests/test_ranges.py)
 
 
 def test_a_preempted_training_is_requeued_as_itself(tmp_path):
