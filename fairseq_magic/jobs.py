@@ -2,7 +2,7 @@
 executors behind one loop.
 
 ``run`` takes named jobs (picklable callables that write their own result
-file) and runs those whose result is missing:
+file; the caller leaves out those already done) and runs them:
 
 - ``--launcher local``: submitit's local executor, at most ``--max-parallel``
   jobs at once, each given its own ``--gpus-per-job`` GPUs;
@@ -135,13 +135,14 @@ class _Registry:
 
 
 def run(jobs: Dict[str, Callable[[], None]], opts: LaunchOptions, folder: str, collect: Callable[[str], bool],
-        log=print, progress=None) -> List[str]:
+        log=print, progress=None, title: str = "fairseq-magic") -> List[str]:
     """Run every job of ``jobs`` ({name: picklable callable}); ``collect(name)`` as each ends. Returns the
-    names of the failed ones, each logged with its log file and that log's last line."""
+    names of the failed ones, each logged with its log file and that log's last line. ``title``: the jobs'
+    name in Slurm's queue."""
     import submitit
 
     os.makedirs(folder, exist_ok=True)
-    executor = _executor(opts, folder, os.path.basename(os.path.abspath(folder)))
+    executor = _executor(opts, folder, title)
     registry = _Registry(folder)
     running: Dict[str, "submitit.Job"] = {}
     if opts.launcher == "slurm":

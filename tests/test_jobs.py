@@ -111,6 +111,7 @@ def test_slurm_array_script_and_rerun(tmp_path, monkeypatch):
                      "#SBATCH --mem=64GB", "#SBATCH --array=0-3%3", "#SBATCH --time=600", "#SBATCH --signal=USR2@90",
                      "#SBATCH --open-mode=append"):
             assert line in script, script
+        assert "#SBATCH --job-name=fairseq-magic" in script
 
         # a rerun: the job still queued is waited for, not submitted twice; the failed one is resubmitted
         slurm.job_sacct["12"] = slurm.job_sacct["12"].replace("12_1|COMPLETED", "12_1|PENDING")
@@ -164,7 +165,7 @@ def test_a_result_without_what_the_job_measures_is_not_collected(tmp_path, monke
     (tmp_path / "results" / "child000.seed1.json").write_text(json.dumps({"valid_loss": 7.0}))
     handed = []
 
-    def run(todo, opts, folder, collect, log, progress):
+    def run(todo, opts, folder, collect, log, progress, title):
         handed.extend(todo)
         assert not todo["child000.seed1"].pretrain and todo["child000.seed1"].metrics() == {"finetune_accuracy"}
         (tmp_path / "results" / "child000.seed1.json").write_text(json.dumps({"finetune_accuracy": 75.0}))

@@ -162,7 +162,7 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
     if todo:
         log(f"training {len(todo)} (child, seed) pairs: " + ", ".join(todo))
     failed: List[str] = jobs.run(todo, launch or jobs.LaunchOptions(), os.path.join(out_dir, "jobs"), collect,
-                                 log=log, progress=progress)
+                                 log=log, progress=progress, title="magic-ground-truth")
     if failed:
         raise MagicError(f"{len(failed)} of {len(todo)} trainings failed ({', '.join(failed)}; their logs are "
                          f"named above); run the same command again to retry them")
