@@ -108,6 +108,14 @@ def _executor(opts: LaunchOptions, folder: str, name: str):
     return executor
 
 
+def write_json(path: str, obj, indent: Optional[int] = None) -> None:
+    """``obj`` as JSON at ``path``, whole or not at all (a temporary file renamed into place): a job's
+    result is read as soon as it appears, and a driver stopped mid-write leaves the previous file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(path + ".tmp", path)
+
+
 def _last_line(path) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -128,10 +136,7 @@ class _Registry:
                 self.ids = json.load(f)
 
     def save(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.ids, f, indent=1)
-        os.replace(tmp, self.path)
+        write_json(self.path, self.ids, indent=1)
 
 
 def run(jobs: Dict[str, Callable[[], None]], opts: LaunchOptions, folder: str, collect: Callable[[str], bool],

@@ -79,7 +79,7 @@ class ChildTraining(submitit.helpers.Checkpointable):
         self.pretrain = pretrain  # False: its masked-LM loss is in truth.json already, only fine-tuning is missing
 
     def result_path(self) -> str:
-        return result_path(self.out_dir, self.name, self.seed)
+        return os.path.join(self.out_dir, "results", f"{self.name}.seed{self.seed}.json")
 
     def metrics(self) -> set:
         """What this job measures: a result file without all of it is from an earlier, smaller job."""
@@ -104,15 +104,8 @@ class ChildTraining(submitit.helpers.Checkpointable):
                 "--seed", str(self.seed),
             ])
             results["finetune_accuracy"] = _best(os.path.join(finetune, "checkpoint_best.pt"))
-        path = self.result_path()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(results, f)
-        os.replace(path + ".tmp", path)  # whole or absent: the driver reads it as soon as it appears
-
-
-def result_path(out_dir: str, name: str, seed: int) -> str:
-    return os.path.join(out_dir, "results", f"{name}.seed{seed}.json")
+        os.makedirs(os.path.dirname(self.result_path()), exist_ok=True)
+        jobs.write_json(self.result_path(), results)
 
 
 def _job_name(name: str, seed: int) -> str:
@@ -149,10 +142,7 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
         for metric, value in results.items():
             record.setdefault(f"{metric}_by_seed", {})[str(job.seed)] = value
             record[metric] = float(np.mean(list(record[f"{metric}_by_seed"].values())))
-        tmp = os.path.join(out_dir, "truth.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(truth, f, indent=1)
-        os.replace(tmp, os.path.join(out_dir, "truth.json"))
+        jobs.write_json(os.path.join(out_dir, "truth.json"), truth, indent=1)
         log(f"child {job.name}, seed {job.seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
         return True
 
