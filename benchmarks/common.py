@@ -85,14 +85,19 @@ def batches(task, n: int, batch_size: int):
     return [next(it) for _ in range(n)]
 
 
-def timed_step(trainer, sample) -> float:
+def timed(fn, *args):
+    """(seconds, result) of ``fn(*args)``, the GPU's queued work finished before and after."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    trainer.train_step([sample])
+    result = fn(*args)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
+
+
+def timed_step(trainer, sample) -> float:
+    return timed(trainer.train_step, [sample])[0]
 
 
 def interleaved_times(trainers: dict, samples, warmup: int) -> dict:

@@ -33,7 +33,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SIZES, batches, build, common_argv, device_name, make_data, supernet_argv  # noqa: E402
+from common import SIZES, batches, build, common_argv, device_name, make_data, supernet_argv, timed  # noqa: E402
 from magic_step import ALIGN  # noqa: E402
 from search_speed import evolution_generation  # noqa: E402
 
@@ -59,11 +59,6 @@ def argv_for(method: str, data: str, size: str, layers: int, precision: list) ->
     return argv
 
 
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def run_method(argv: list, samples_of, steps: int, warmup: int) -> dict:
     """Build, train ``warmup + steps`` updates on the same batches as every other model, and free it."""
     gc.collect()
@@ -74,12 +69,9 @@ def run_method(argv: list, samples_of, steps: int, warmup: int) -> dict:
     trainer, task = build(argv)
     losses, times = [], []
     for i, sample in enumerate(samples_of(task)):
-        synchronize()
-        start = time.perf_counter()
-        out = trainer.train_step([sample])
-        synchronize()
+        seconds, out = timed(trainer.train_step, [sample])
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
         losses.append(float(out["loss"]) if out else float("nan"))
     peak = torch.cuda.max_memory_allocated() - held if torch.cuda.is_available() else float("nan")
     result = {"step_ms": 1e3 * statistics.mean(times), "peak_mib": peak / 2**20, "losses": losses,
@@ -116,11 +108,7 @@ def scoring_rates(trainer, task, children: int, sentences: int, batch_size: int)
         rate = {}
         for shared in (False, True):
             score_children(model, model, kids[:2], valid, shared_prefixes=shared)  # warm-up
-            synchronize()
-            start = time.perf_counter()
-            score_children(model, model, kids, valid, shared_prefixes=shared)
-            synchronize()
-            rate[shared] = len(kids) / (time.perf_counter() - start)
+            rate[shared] = len(kids) / timed(score_children, model, model, kids, valid, shared)[0]
         rows.append((name, rate[False], rate[True]))
     return rows
 

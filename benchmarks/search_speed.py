@@ -21,12 +21,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SIZES, benchmark_parser, build, device_args, device_name, make_data, supernet_argv  # noqa: E402
+from common import (  # noqa: E402
+    SIZES, benchmark_parser, build, device_args, device_name, make_data, supernet_argv, timed,
+)
 
 
 def evolution_generation(space, rng, population: int, before: int = 0, parents: int = 10, mutation_prob: float = 0.1):
@@ -84,15 +85,6 @@ def main():
         "shared": lambda children: score_children(model, model, children, batches),
     }
 
-    def timed(fn, children):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn(children)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     print(f"device: {device_name()}; size: {args.size}; space: {space.describe()}; {args.children} children x "
           f"{len(batches)} batches ({args.sentences} sentences); {args.steps} rounds")
     rate = {}
@@ -102,7 +94,7 @@ def main():
         rounds = {way: [] for way in ways}
         for _ in range(args.steps):
             for way, fn in ways.items():
-                rounds[way].append(timed(fn, children))
+                rounds[way].append(timed(fn, children)[0])
         rate[name] = {way: len(children) / statistics.median(t) for way, t in rounds.items()}
         distinct = len({tuple(c[:n]) for c in children for n in range(1, space.num_layers + 1)})
         print(f"{name}: " + "; ".join(f"{way} {r:.2f} children/s" for way, r in rate[name].items())
