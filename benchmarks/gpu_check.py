@@ -11,7 +11,7 @@ CONV3, CONV5}, hidden 768, FFN 3072; 128 tokens, batch 32), for fp16 and bf16:
   and lower over the last 20 updates than over the first 20;
 * search scoring with the SPOS super-net just trained: children per second with
   one forward per child and with shared prefixes, on 50 uniform children and an
-  evolution generation.
+  evolution's tenth generation.
 
 Writes the markdown table (device named) to ``--out`` and prints it; exits 1
 when a loss is not finite or does not fall (in ``--dry-run``: not finite). Models run one after another, each
@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import SIZES, batches, build, common_argv, device_name, make_data, supernet_argv, timed  # noqa: E402
 from magic_step import ALIGN  # noqa: E402
-from search_speed import evolution_generation  # noqa: E402
+from search_speed import scoring_inputs  # noqa: E402
 
 METHODS = {
     "roberta_base": None,
@@ -88,21 +88,13 @@ def loss_check(losses) -> str:
 
 
 def scoring_rates(trainer, task, children: int, sentences: int, batch_size: int) -> list:
-    """Children per second of scoring without and with shared prefixes (search/scoring.py)."""
-    from fairseq import utils
-
-    from fairseq_magic.search.scoring import score_children, validation_batches
-    from fairseq_magic.streams import rng_for
-    from fairseq_magic.training.samplers import uniform_child
+    """Children per second of scoring without and with shared prefixes (search/scoring.py), on uniform
+    children and the tenth generation of an evolution."""
+    from fairseq_magic.search.scoring import score_children
 
     model = trainer.model.eval()
-    space = task.strategy.space
-    device = next(model.parameters()).device
-    valid = [utils.apply_to_sample(lambda t: t.to(device), b)
-             for b in validation_batches(task, "valid", sentences, batch_size)]
-    rng = rng_for(1, 99)
-    sets = {"uniform": [uniform_child(space, rng) for _ in range(children)],
-            "evolution generation": evolution_generation(space, rng, children, before=9)}
+    valid, sets = scoring_inputs(model, task, children, sentences, batch_size)
+    sets = {"uniform": sets["uniform"], "evolution generation": sets["evolution-10"]}
     rows = []
     for name, kids in sets.items():
         rate = {}

@@ -48,28 +48,37 @@ def evolution_generation(space, rng, population: int, before: int = 0, parents: 
     return current
 
 
+def scoring_inputs(model, task, children: int, sentences: int, batch_size: int):
+    """What scoring is timed on: the cached validation batches on the model's device, and the sets of
+    children (uniform; the first and the tenth generation of an evolution)."""
+    from fairseq import utils
+
+    from fairseq_magic.search.scoring import validation_batches
+    from fairseq_magic.streams import rng_for
+    from fairseq_magic.training.samplers import uniform_child
+
+    space = task.strategy.space
+    device = next(model.parameters()).device
+    batches = [utils.apply_to_sample(lambda t: t.to(device), b)
+               for b in validation_batches(task, "valid", sentences, batch_size)]
+    rng = rng_for(1, 99)
+    return batches, {"uniform": [uniform_child(space, rng) for _ in range(children)],
+                     "evolution": evolution_generation(space, rng, children),
+                     "evolution-10": evolution_generation(space, rng, children, before=9)}
+
+
 def main():
     parser = benchmark_parser(__doc__, steps=3, models=())
     parser.add_argument("--children", type=int, default=50, help="children per set (an evolution population)")
     parser.add_argument("--sentences", type=int, default=128)
     args = parser.parse_args()
-    from fairseq import utils
-
-    from fairseq_magic.training.samplers import uniform_child
-    from fairseq_magic.search.scoring import score_children, validation_batches
-    from fairseq_magic.streams import rng_for
+    from fairseq_magic.search.scoring import score_children
 
     data = args.data or make_data(tempfile.mkdtemp(prefix="magic-bench-"), args.vocab)
     trainer, task = build(supernet_argv(data, args.size, device_args(args.fp16, args.bf16)))
     model = trainer.model.eval()
     space = task.strategy.space
-    device = next(model.parameters()).device
-    batches = [utils.apply_to_sample(lambda t: t.to(device), b)
-               for b in validation_batches(task, "valid", args.sentences, SIZES[args.size][5])]
-    rng = rng_for(1, 99)
-    sets = {"uniform": [uniform_child(space, rng) for _ in range(args.children)],
-            "evolution": evolution_generation(space, rng, args.children),
-            "evolution-10": evolution_generation(space, rng, args.children, before=9)}
+    batches, sets = scoring_inputs(model, task, args.children, args.sentences, SIZES[args.size][5])
     pad = task.source_dictionary.pad()
 
     def plain(children):
