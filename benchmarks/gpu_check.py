@@ -144,7 +144,7 @@ def main() -> int:
         for method in METHODS:
             result, trainer, task = run_method(argv_for(method, data, size, layers, flags), samples_of, steps, warmup)
             results[method] = result
-            check = loss_check(result["losses"])
+            check = result["loss"] = loss_check(result["losses"])
             if "NOT FINITE" in check or ("NOT FALLING" in check and not args.dry_run):  # 12 tiny updates may not
                 failed.append(f"{precision} {method}: {check}")
             if method == "SPOS" and precision == list(precisions)[-1]:
@@ -156,7 +156,7 @@ def main() -> int:
             lines.append(f"| {precision} | {method} | {r['step_ms']:.1f} | "
                          f"{r['step_ms'] / results['roberta_base']['step_ms']:.2f} | "
                          + ("" if method == "roberta_base" else f"{r['step_ms'] / results['SPOS']['step_ms']:.2f}")
-                         + f" | {r['peak_mib']:.0f} | {loss_check(r['losses'])} |")
+                         + f" | {r['peak_mib']:.0f} | {r['loss']} |")
     lines += ["", f"Search scoring with the SPOS super-net ({list(precisions)[-1]}), children per second:", "",
               "| children | one forward each | shared prefixes | ratio |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {plain:.1f} | {shared:.1f} | {shared / plain:.2f} |" for name, plain, shared in scoring]
