@@ -255,10 +255,11 @@ def cmd_search(args) -> None:
     from .search.evolution import (
         Constraints, Limits, evolution, plain_transformers, random_search, sub_space, write_results,
     )
-    from .search.scoring import score_children
+    from .search.ensemble import Ensemble
 
     output_folder(args.out)
-    model, task, space, batches = load_supernet_for_scoring(args, args.checkpoint)
+    ensemble = Ensemble(args.checkpoint, lambda path: load_supernet_for_scoring(args, path))
+    model, task, space = ensemble.model, ensemble.task, ensemble.space
     allowed = sub_space(space, args.candidate_ops) if args.candidate_ops else None
     limits = Limits(args.min_params, args.max_params, args.min_flops, args.max_flops, args.seq_len)
     constraints = Constraints(space, limits, len(task.source_dictionary), model.args.max_positions, allowed)
@@ -273,7 +274,7 @@ def cmd_search(args) -> None:
             else args.children)  # an upper bound
 
     def score(children):
-        for child, s in zip(children, score_children(model, model, children, batches)):
+        for child, s in zip(children, ensemble.score(children)):
             results[child] = s
         bar.update(len(children))
         return [results[c].value(args.metric) for c in children]
@@ -293,7 +294,8 @@ def cmd_search(args) -> None:
         else:
             random_search(score, constraints, rng, args.children)
 
-    settings = {"checkpoint": os.path.abspath(args.checkpoint),
+    settings = {"checkpoint": os.path.abspath(ensemble.checkpoints[0]),
+                **({"ensemble": [os.path.abspath(c) for c in ensemble.checkpoints]} if len(ensemble) > 1 else {}),
                 "algorithm": "all plain Transformers" if every else args.algorithm, "seed": args.seed,
                 "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "limits": vars(limits),
                 "candidate_ops": args.candidate_ops or space.candidate_ops}
@@ -376,7 +378,7 @@ def cmd_rank_correlate(args) -> None:
     """Kendall's tau of each super-net's estimates against stand-alone training (Table 1)."""
     from .analysis import rank_correlation
     from .analysis.ground_truth import read_truth
-    from .search.scoring import score_children
+    from .search.ensemble import Ensemble
 
     output_folder(args.out)
     space, children = rank_correlation.read_children(args.dir)
@@ -387,12 +389,13 @@ def cmd_rank_correlate(args) -> None:
     labels = supernet_labels(args.labels, args.checkpoints)
     estimates, training = [], []
     with progress_bar(args, f"super-nets scoring {len(names)} children", "net", total=len(args.checkpoints)) as bar:
-        for checkpoint in args.checkpoints:
-            model, _, net_space, batches = load_supernet_for_scoring(args, checkpoint)
-            if net_space != space:
+        for checkpoint in args.checkpoints:  # a super-net, or an ensemble of several joined by '+'
+            ensemble = Ensemble(checkpoint, lambda path: load_supernet_for_scoring(args, path))
+            if ensemble.space != space:
                 raise MagicError(f"{checkpoint} searches another space than the children in {args.dir}")
-            estimates.append([-s.loss for s in score_children(model, model, [children[n] for n in names], batches)])
-            training.append(training_figures(model.search_state, space, [children[n] for n in names]))
+            estimates.append([-s.loss for s in ensemble.score([children[n] for n in names])])
+            training.append(training_figures(ensemble.model.search_state, space, [children[n] for n in names])
+                            if len(ensemble) == 1 else None)
             bar.update()
     print(rank_correlation.write_report(truth, names, labels, args.checkpoints, estimates, args.ground_truth, args.out,
                                         training=training))
@@ -468,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes OUT/search.json (top children with scores, sizes, FLOPs) and OUT/best.json (an architecture file "
         "for 'fairseq-magic export' and '--arch magic_child --child-arch').",
     )
-    add_checkpoint_option(p, "trained super-net checkpoint")
+    add_checkpoint_option(p, "trained super-net checkpoint, or an ensemble of several joined by '+' (seeds or "
+                             "snapshots; a child scores their mean loss)")
     p.add_argument("--out", required=True, help="output directory")
     add_scoring_options(p)
     p.add_argument("--algorithm", choices=["evolution", "random"], default="evolution")
@@ -530,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_rank_train)
     q = rank_sub.add_parser("correlate", help="Kendall's tau and Spearman's rho of super-nets against the ground truth")
     q.add_argument("--dir", required=True, help="directory with children and truth.json")
-    q.add_argument("--checkpoints", nargs="+", required=True, help="super-net checkpoints (e.g. SPOS, MAGIC-T, ...)")
+    q.add_argument("--checkpoints", nargs="+", required=True, help="super-net checkpoints (e.g. SPOS, MAGIC-T, ...); "
+                   "A.pt+B.pt is one estimator, the ensemble of A and B (their mean loss)")
     q.add_argument("--labels", default="",
                    help="names of the super-nets, comma-separated; a name given to several checkpoints (seeds of "
                         "one method) gets the mean and standard deviation of tau, and each method is compared "

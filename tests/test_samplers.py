@@ -108,20 +108,6 @@ def test_training_shares_of_uniform_sampling_match_the_binomial():
 # ---------------------------------------------------------------- through fairseq-train
 
 
-def test_fairnas_trains_one_window_per_update(data_bin, tmp_path):
-    log = str(tmp_path / "children.jsonl")
-    proc = fairseq_train(data_bin, str(tmp_path), "--max-update", "3", "--sampler", "fair", "--update-freq", "4",
-                         "--child-log", log)
-    records = read_child_log(log)
-    assert len(records) == 12
-    for update in range(3):
-        window = [SPACE.parse(r["child"]) for r in records if r["update"] == update]
-        assert all(sorted(c[layer] for c in window) == [0, 1, 2, 3] for layer in range(6))
-        assert len({r["weights"] for r in records if r["update"] == update}) == 1  # one step per window
-    assert "one window per update (FairNAS's strict fairness)" in proc.stdout + proc.stderr
-    assert float(train_log(proc)[-1]["share_sd"]) == 0.0
-
-
 def test_fair_gradual_resumes_exactly_and_logs_its_shares(data_bin, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
     walk_args = ["--sampler", "fair-gradual", "--gradual-k", "2"]
@@ -138,7 +124,7 @@ def test_fair_gradual_resumes_exactly_and_logs_its_shares(data_bin, tmp_path):
     assert all("share_sd" in r and "adjacent_share_sd" in r for r in train_log(p_full))
 
 
-def test_fair_samplers_on_two_gloo_ranks_agree(data_bin, tmp_path):
+def test_the_fair_walk_on_two_gloo_ranks_agrees(data_bin, tmp_path):  # FairNAS on gloo: test_fairnas.py
     log = str(tmp_path / "children.jsonl")
     launch_ranks(data_bin, str(tmp_path), log, 4, extra=["--sampler", "fair-gradual"])
     strip = [{k: v for k, v in r.items() if k != "rank"} for r in read_child_log(log)]

@@ -13,7 +13,7 @@
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
 #                             [--launcher local|slurm] [--partition P]
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
-#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction|fair|align-lambda|budget]
+#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction|fair|fair-step|align-lambda|budget]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
 # Sweeps, instead of Table 1 (examples/sweeps/run.sh NAME runs one and plots it):
 #   gradual-k: Fig. 3a, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per update (no alignment).
@@ -28,6 +28,8 @@
 #     SPOS with FairNAS's accumulation (--update-freq 4, a quarter of the updates).
 #   align-lambda: MAGIC-A at lambda 0.5, 2 and 8, and MAGIC-AT on the fair walk at 2 and 8, beside SPOS.
 #   budget: SPOS, FairNAS, MAGIC-T and the fair walk (give --supernet-updates 8000, say).
+#   fair-step: SPOS, FairNAS (fixed step), FairNAS's old defect (--fair-step last-child) and SPOS with
+#     FairNAS's accumulation, at equal forwards: why the defective variant ranked better.
 # Point OUT/children at an existing ground truth (a symlink) to reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,7 +54,7 @@ while [ $# -gt 0 ]; do
         --partition) PARTITION=$2; shift 2 ;;
         *) echo "usage: $0 [--children M] [--child-seeds S,..] [--supernet-seeds S,..] [--supernet-updates N]" \
                 "[--child-updates N] [--jobs J] [--no-ablations] [--steps 1,2,3,4] [--data DIR] [--out DIR]" \
-                "[--sweep gradual-k|anchor-top-p|align-batch-fraction] [--launcher local|slurm] [--partition P]" >&2
+                "[--sweep NAME] [--launcher local|slurm] [--partition P]" >&2
            exit 2 ;;
     esac
 done
@@ -112,13 +114,22 @@ lr_scheduler.total_num_update=$((NET_UPDATES / 4))"
         [ "$SWEEP" = fair ] && METHODS+=("magic_a|task.sampler=uniform $ALIGN" "magic_at|$T $ALIGN"
                                          "magic_at_fair|$FW $ALIGN" "fair_windows|task.sampler=fair"
                                          "spos_accumulated|${FAIRNAS/task.sampler=fair /task.sampler=uniform }") ;;
+    fair-step)
+        # FairNAS's step and what made its defective variant rank better: every super-net trains the same
+        # NET_UPDATES x 16 sentences; the 4-micro-batch ones take a quarter of the updates
+        ACC="optimization.update_freq=[4] optimization.max_update=$((NET_UPDATES / 4)) \
+lr_scheduler.total_num_update=$((NET_UPDATES / 4))"
+        METHODS=("spos|task.sampler=uniform"                                     # one child, one step per 16
+                 "fairnas|task.sampler=fair $ACC"                                 # the fixed step: the window's operators
+                 "fairnas_last_child|task.sampler=fair task.fair_step=last-child $ACC"  # the old defect
+                 "spos_accumulated|task.sampler=uniform $ACC") ;;                # one child for 4 micro-batches
     align-lambda)
         FW="task.sampler=fair-gradual task.gradual_k=1"
         METHODS=("spos|task.sampler=uniform")
         for l in 0.5 2 8; do METHODS+=("l$l|task.sampler=uniform ${ALIGN/task.align_lambda=0.5/task.align_lambda=$l}"); done
         for l in 2 8; do METHODS+=("at_fair_l$l|$FW ${ALIGN/task.align_lambda=0.5/task.align_lambda=$l}"); done ;;
     *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k, anchor-top-p, align-batch-fraction," \
-            "fair, align-lambda, budget)" >&2
+            "fair, fair-step, align-lambda, budget)" >&2
        exit 2 ;;
 esac
 TRAIN_DATA=$DATA  # what the super-nets train on

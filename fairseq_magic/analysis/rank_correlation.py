@@ -203,8 +203,8 @@ def format_ceiling(agreement: Optional[Dict[str, float]], metric: str, truth: Op
             f"after a common offset of {agreement['seed_offset']:.4f}; span of the means {agreement['span']:.4f})")
     if agreement["tau"] < CEILING_FLOOR:
         line = (f"WARNING: {line}; below {CEILING_FLOOR} the ground truth cannot rank these children, so no tau "
-                "against it means anything: train them longer (in a 6-layer 64-wide space two seeds agreed at tau "
-                "0.36 after 600 updates, 0.81 after 2000), on more data, or with more seeds")
+                "against it means anything: train them longer (rank train's --train-args --max-update), on more data, "
+                "or with more seeds")
     return line
 
 

@@ -374,6 +374,13 @@ class MagicSupernetModel(FromPretrained, VersionedState, RobertaModel):
     def operator_parameters(self, layer: int, candidate: int) -> List[nn.Parameter]:
         return self.layers[layer].candidate_parameters(candidate)
 
+    def unused_by(self, children: Sequence[Child]) -> List[nn.Parameter]:
+        """Parameters that none of ``children`` computes with (an operator any of them uses is kept)."""
+        unused = []
+        for layer_index, layer in enumerate(self.layers):
+            unused += layer.unused_parameters(sorted({child[layer_index] for child in children}))
+        return unused
+
     def inactive_parameters(self) -> List[nn.Parameter]:
         """Parameters that the current child (or mixture) does not compute with."""
         unused = []

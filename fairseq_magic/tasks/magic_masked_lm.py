@@ -13,7 +13,7 @@ One training step, from ``fairseq-train`` to the loss:
     Trainer.train_step -> task.train_step -> strategy.train_step     (sets the child)
       -> FairseqTask.train_step -> criterion (criterions/magic_mlm.py)
          -> masked_lm_loss (same file) + task.alignment's term (training/alignment.py)
-    Trainer -> task.optimizer_step          (unused operators hidden from the optimizer)
+    Trainer -> task.optimizer_step          (operators no child of the update used hidden from the optimizer)
       -> strategy.end_update                (anchor decisions, theta's step, ...)
 """
 
@@ -95,7 +95,7 @@ class MagicMaskedLMTask(MaskedLMTask):
                                         fairseq_step=super().train_step)
 
     def optimizer_step(self, optimizer, model, update_num):
-        with hidden_from_optimizer(optimizer, unwrap(model).inactive_parameters()):
+        with hidden_from_optimizer(optimizer, self.strategy.inactive_parameters(unwrap(model))):
             super().optimizer_step(optimizer, model, update_num)
         self.strategy.end_update(model, update_num)
 

@@ -3,12 +3,14 @@ sampled child per update (per micro-batch for FairNAS).
 
 One update, top to bottom (the task's hooks call these):
 
-    train_step:  child = child_for_update(t, i)   the sampler's choice (training/samplers.py), counted
-                                                   in the training shares (training/training_share.py)
+    train_step:  child = child_for_update(t, i)   the sampler's choice (training/samplers.py)
                  model.set_child(child)            only the child runs
                  alignment.begin_update(t)         MAGIC-A: the first anchor, when it starts
                  fairseq's train_step              criterion: masked-LM loss (+ alignment term)
-    end_update:  alignment.end_update(t, child)    MAGIC-A: the anchor may be replaced
+    optimizer step                                 moves the operators of the update's children (with
+                                                   --sampler fair, every micro-batch's child), no other
+    end_update:  the step counted                  in the training shares (training/training_share.py)
+                 alignment.end_update(t, child)    MAGIC-A: the anchor may be replaced
                  share_sd, adjacent_share_sd       logged (weight 0: the latest value)
                  interference sample               every --interference-interval updates
 
@@ -16,9 +18,13 @@ The child is a pure function of (seed, update number, micro-batch, previous
 child, training counts), so every rank trains the same child without
 communication; every micro-batch of an update (``--update-freq``) trains the
 same child, except with ``--sampler fair``, where micro-batch i trains the
-window's i-th child. The child of the last update, the training counts, the
-shrunk space and the anchor are in the ``SearchState``, which the checkpoint
-carries.
+window's i-th child and the one optimizer step moves every operator any of the
+update's children used, with their summed gradients (FairNAS). ``--fair-step
+last-child`` is an ablation that keeps the defect of earlier versions: the step
+moved only the last micro-batch's child's operators (the shared embeddings and
+output layer still took every child's gradient). The child of the last update,
+the training counts, the shrunk space and the anchor are in the
+``SearchState``, which the checkpoint carries.
 """
 
 import json
@@ -27,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from fairseq.dataclass import ChoiceEnum
 from omegaconf import II
 
 import torch
@@ -36,7 +43,7 @@ from fairseq.logging import metrics
 from ..analysis.interference import sample_similarity
 from ..models.supernet import unwrap
 from ..search.scoring import score_children, validation_batches
-from ..space import Child
+from ..space import Child, SpaceError
 from ..streams import INTERFERENCE_DURING_TRAINING, STREAM_INTERFERENCE, STREAM_SHRINK, rng_for
 from .alignment import Alignment
 from .samplers import SAMPLERS, build_sampler, check_sampler, count_children, uniform_child, validation_children
@@ -45,6 +52,8 @@ from .strategy import StrategyConfig, TrainingStrategy
 from .training_share import TrainingShares
 
 logger = logging.getLogger("fairseq_magic.training.single_path")
+
+FAIR_STEPS = ["all-children", "last-child"]  # --fair-step: FairNAS's step, and the ablation of the old defect
 
 
 @dataclass
@@ -78,6 +87,13 @@ class SampledConfig(StrategyConfig):
     shrink_children: int = field(
         default=100, metadata={"range": "[1, inf)", "help": "progressive shrinking: children scored to judge the pairs"}
     )
+    fair_step: ChoiceEnum(FAIR_STEPS) = field(
+        default="all-children",
+        metadata={"help": "--sampler fair: what one update's optimizer step moves. all-children (FairNAS): every "
+                  "operator any micro-batch's child used, with the summed gradients; last-child: an ablation "
+                  "that keeps the defect of earlier versions: only the last micro-batch's child's operators "
+                  "(the shared embeddings and output layer still take all the children's gradients)"},
+    )
     update_freq: List[int] = II("optimization.update_freq")  # the fair sampler's children per update
 
 
@@ -85,12 +101,16 @@ class SampledTraining(TrainingStrategy):
     @classmethod
     def check_config(cls, cfg) -> None:
         check_sampler(cfg.sampler, cfg.gradual_k)
+        if cfg.fair_step != "all-children" and not SAMPLERS[cfg.sampler].per_micro_batch:
+            raise SpaceError(f"--fair-step {cfg.fair_step} is an ablation of FairNAS's step; it needs --sampler fair "
+                             f"(the sampler is '{cfg.sampler}', whose micro-batches all train one child)")
 
     def __init__(self, space, cfg, state, data):
         super().__init__(space, cfg, state, data)
         self.sampler = build_sampler(cfg.sampler, space, self.seed, gradual_k=cfg.gradual_k,
                                      micro_batches=self.update_freq(1))
         self._micro = (None, 0)  # (update, index of its micro-batch now training)
+        self._update_children: Tuple[Optional[int], List[Child]] = (None, [])  # (update, its children so far)
         self._valid: Tuple[Optional[str], List[Child]] = (None, [])
         self._score_batches: Optional[List[dict]] = None
         self._probe: Optional[dict] = None
@@ -140,18 +160,29 @@ class SampledTraining(TrainingStrategy):
         micro = micro if self.sampler.per_micro_batch else None
         if state.update != update_num or state.micro != micro:
             previous = self.space.parse(state.child) if state.child and state.update == update_num - 1 else None
-            shares = self.shares
-            child = self.sampler(update_num, previous, self.allowed, micro=micro or 0, shares=shares)
-            shares.add(child)
-            state.child, state.update, state.micro, state.visits = (self.space.format(child), update_num, micro,
-                                                                   shares.to_dict())
+            child = self.sampler(update_num, previous, self.allowed, micro=micro or 0, shares=self.shares)
+            state.child, state.update, state.micro = self.space.format(child), update_num, micro
         return self.space.parse(state.child)
 
     def micro_batch(self, update_num: int) -> int:
-        """Which micro-batch of ``update_num`` this train_step is (fairseq calls it once per micro-batch)."""
+        """Which micro-batch of ``update_num`` this train_step is (fairseq calls it once per micro-batch;
+        an update fairseq repeats after a gradient overflow starts again at 0)."""
         update, count = self._micro
-        self._micro = (update_num, count + 1 if update == update_num else 0)
-        return self._micro[1]
+        count = count + 1 if update == update_num else 0
+        self._micro = (update_num, count)
+        return count % self.sampler.micro_batches if self.sampler.per_micro_batch else count
+
+    def update_children(self, update_num: int) -> List[Child]:
+        """The distinct children trained so far in ``update_num``, in order."""
+        update, children = self._update_children
+        return children if update == update_num else []
+
+    def stepped_children(self) -> List[Child]:
+        """The children whose operators this update's optimizer step moves: all of the update's
+        (``--fair-step last-child``: the last micro-batch's alone)."""
+        current = self.space.parse(self.state.child)
+        children = self.update_children(self.state.update) or [current]
+        return [current] if self.cfg.fair_step == "last-child" else children
 
     # ------------------------------------------------------------ training
     def begin_epoch(self, epoch: int, model) -> None:
@@ -170,6 +201,8 @@ class SampledTraining(TrainingStrategy):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad, fairseq_step):
         child = unwrap(model).set_child(self.child_for_update(update_num, self.micro_batch(update_num)))
+        children = self.update_children(update_num)
+        self._update_children = (update_num, children + [child] if child not in children else children)
         if self.alignment is not None:
             self.alignment.begin_update(model, update_num)
         if self.cfg.child_log:
@@ -179,10 +212,17 @@ class SampledTraining(TrainingStrategy):
             self.write_child_log(update_num, unwrap(model), record)
         return fairseq_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
+    def inactive_parameters(self, supernet) -> list:
+        """The operators none of the update's stepped children used (FairNAS: the whole window's)."""
+        return supernet.unused_by(self.stepped_children())
+
     def end_update(self, model, update_num: int) -> None:
+        shares = self.shares
+        shares.add_step(self.stepped_children())  # what the optimizer moved
+        self.state.visits = shares.to_dict()
+        self._update_children = (None, [])
         if self.alignment is not None:  # with the fair sampler: the update's last child
             self.alignment.end_update(model, update_num, self.space.parse(self.state.child))
-        shares = self.shares
         metrics.log_scalar("share_sd", shares.share_sd(self.allowed), weight=0, round=4)
         metrics.log_scalar("adjacent_share_sd", shares.adjacent_share_sd(self.allowed), weight=0, round=4)
         if self.cfg.interference_interval and (update_num + 1) % self.cfg.interference_interval == 0:

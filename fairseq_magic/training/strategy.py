@@ -52,6 +52,11 @@ class TrainingStrategy:
                    fairseq_step: FairseqStep):
         raise NotImplementedError
 
+    def inactive_parameters(self, supernet) -> list:
+        """The parameters this update's optimizer step must leave untouched: those the
+        current child (or mixture) does not compute with."""
+        return supernet.inactive_parameters()
+
     def end_update(self, model, update_num: int) -> None:
         """After the weights' optimizer step."""
 

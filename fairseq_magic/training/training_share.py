@@ -3,9 +3,11 @@ and each pair of operators in adjacent layers.
 
 A weight-sharing estimate is fair only if every operator got about the same
 training: a child made of over-trained operators looks better than it is.
-``TrainingShares`` counts the training forwards of every (layer, operator)
-pair and of every (layer l operator a, layer l+1 operator b) combination, since
-interference acts between adjacent layers. Its figures:
+``TrainingShares`` counts the optimizer steps that moved every (layer, operator)
+pair, and the steps that trained every (layer l operator a, layer l+1 operator
+b) combination, since interference acts between adjacent layers. A step counts
+what it moved, not the forwards before it: one FairNAS update of 4 micro-batches
+(4 children) moves, and counts once, every operator any of the 4 used. Its figures:
 
 * ``share_sd``: the standard deviation, over the (layer, operator) pairs still
   in the space, of ``count / fair - 1``, where a layer's fair share is the
@@ -29,7 +31,7 @@ Allowed = Optional[Sequence[Sequence[int]]]
 
 
 class TrainingShares:
-    """Counts of training forwards, per (layer, operator) and per adjacent combination."""
+    """Counts of optimizer steps, per (layer, operator) and per adjacent combination."""
 
     def __init__(self, space: SearchSpace, saved: Optional[Dict] = None):
         self.space = space
@@ -48,14 +50,24 @@ class TrainingShares:
 
     @property
     def total(self) -> int:
-        """Training forwards counted (every layer counts each forward once)."""
+        """Operator steps counted in a layer: one per update that steps one child, C for a
+        FairNAS update whose C children use C operators of every layer."""
         return int(self.layer[0].sum()) if len(self.layer) else 0
 
     def add(self, child: Child) -> None:
-        layers = np.arange(len(child))
-        self.layer[layers, list(child)] += 1
-        if len(child) > 1:
-            self.adjacent[layers[:-1], list(child[:-1]), list(child[1:])] += 1
+        """One optimizer step that moved ``child``'s operators."""
+        self.add_step([child])
+
+    def add_step(self, children: Sequence[Child]) -> None:
+        """One optimizer step that moved the operators of ``children`` (FairNAS: the
+        window's children, one per micro-batch): each (layer, operator) any of them
+        uses counts once, as does each adjacent combination any of them runs."""
+        pairs = {(layer, c) for child in children for layer, c in enumerate(child)}
+        combos = {(layer, a, b) for child in children for layer, (a, b) in enumerate(zip(child, child[1:]))}
+        for layer, c in pairs:
+            self.layer[layer, c] += 1
+        for layer, a, b in combos:
+            self.adjacent[layer, a, b] += 1
 
     # ------------------------------------------------------------ figures
     def options(self, allowed: Allowed = None) -> Sequence[Sequence[int]]:
@@ -109,5 +121,5 @@ class TrainingShares:
         return total
 
     def summary(self, allowed: Allowed = None) -> Dict[str, float]:
-        return {"forwards": self.total, "share_sd": self.share_sd(allowed),
+        return {"operator_steps": self.total, "share_sd": self.share_sd(allowed),
                 "adjacent_share_sd": self.adjacent_share_sd(allowed)}
