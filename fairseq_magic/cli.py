@@ -257,7 +257,10 @@ def cmd_search(args) -> None:
     )
     from .search.ensemble import Ensemble
 
+    from .search.rerank import rerank, training_options
+
     output_folder(args.out)
+    rerank_args = training_options(args.rerank_args)  # checked before any scoring
     ensemble = Ensemble(args.checkpoint, lambda path: load_supernet_for_scoring(args, path))
     model, task, space = ensemble.model, ensemble.task, ensemble.space
     allowed = sub_space(space, args.candidate_ops) if args.candidate_ops else None
@@ -294,12 +297,22 @@ def cmd_search(args) -> None:
         else:
             random_search(score, constraints, rng, args.children)
 
+    best = None
+    if args.rerank:  # the top K trained briefly from their inherited weights: the pick is the best after that
+        top = sorted(results, key=lambda c: results[c].value(args.metric), reverse=True)[:args.rerank]
+        reranked = rerank(ensemble.checkpoints[0], top, [results[c].loss for c in top], args.data, args.out,
+                          args.rerank_updates, rerank_args, args.cpu, log=logger.info)
+        best = min(reranked, key=lambda r: r.trained_loss).child
     settings = {"checkpoint": os.path.abspath(ensemble.checkpoints[0]),
                 **({"ensemble": [os.path.abspath(c) for c in ensemble.checkpoints]} if len(ensemble) > 1 else {}),
                 "algorithm": "all plain Transformers" if every else args.algorithm, "seed": args.seed,
                 "metric": args.metric, "sentences": args.sentences, "subset": args.subset, "limits": vars(limits),
                 "candidate_ops": args.candidate_ops or space.candidate_ops}
-    print(write_results(results, constraints, args.metric, args.top, settings, args.out))
+    if args.rerank:
+        settings["rerank"] = {"updates": args.rerank_updates, "args": args.rerank_args,
+                              "children": [{"arch": space.format(r.child), "shared_loss": r.shared_loss,
+                                            "trained_loss": r.trained_loss} for r in reranked]}
+    print(write_results(results, constraints, args.metric, args.top, settings, args.out, best=best))
 
 
 def supernet_labels(labels: str, checkpoints) -> list:
@@ -495,6 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate-ops", default="",
                    help="search inside a sub-space: these operators only, as training's --candidate-ops writes them "
                         "(MHA4,FFN; or layer groups MHA4|FFN, taken by the layers in turn)")
+    p.add_argument("--rerank", type=ranged(int, "[0, inf)"), default=0, metavar="K",
+                   help="train the top K children briefly from their inherited weights and pick the one with the "
+                        "lowest validation loss after that (0: off; see --rerank-updates, --rerank-args)")
+    p.add_argument("--rerank-updates", type=ranged(int, "[1, inf)"), default=200,
+                   help="--rerank: updates of each child's brief training")
+    p.add_argument("--rerank-args", default="",
+                   help="--rerank: more fairseq-train options for the brief trainings (they override the defaults: "
+                        "the super-net's tokens per sample and batch size, Adam at lr 1e-4)")
     p.add_argument("--plain-transformer", action="store_true",
                    help="only plain Transformers (MHA, FFN alternating; one head count, one FFN size), the children "
                         "export --format roberta and huggingface take; they are few, so all are scored")

@@ -232,10 +232,10 @@ def random_search(score, constraints: Constraints, rng: np.random.Generator, cou
 
 
 def write_results(results: Dict[Child, ChildScore], constraints: Constraints, metric: str, top: int,
-                  settings: Dict, out: str) -> str:
+                  settings: Dict, out: str, best: Optional[Child] = None) -> str:
     """Write ``search.json`` (the ``top`` children with scores, sizes and FLOPs, and
-    ``settings``) and ``best.json`` (the best child's architecture file) to ``out``;
-    return the table of the top children."""
+    ``settings``) and ``best.json`` (the architecture file of ``best``, by default the
+    best-scored child) to ``out``; return the table of the top children."""
     space = constraints.space
     ranked = sorted(results, key=lambda c: results[c].value(metric), reverse=True)
     rows = [
@@ -247,12 +247,17 @@ def write_results(results: Dict[Child, ChildScore], constraints: Constraints, me
     record = {**settings, "scored": len(results), "space": space.to_dict(), "top": rows}
     with open(os.path.join(out, "search.json"), "w") as f:
         json.dump(record, f, indent=2, default=float)
-    best, best_file = ranked[0], os.path.join(out, "best.json")
+    best, best_file = best or ranked[0], os.path.join(out, "best.json")
     save_child(best_file, space, best, loss=results[best].loss, accuracy=results[best].accuracy,
                params=constraints.params(best), flops=constraints.flops(best))
     lines = [f"{'rank':>4}  {'loss':>7}  {'acc':>6}  {'params':>12}  {'GFLOPs':>8}  architecture"]
     for i, row in enumerate(rows, 1):
         lines.append(f"{i:>4}  {row['loss']:>7.4f}  {row['accuracy']:>6.4f}  {row['params']:>12,}  "
                      f"{row['flops'] / 1e9:>8.3f}  {row['arch']}")
-    lines.append(f"{len(results)} children scored; best architecture written to {best_file}")
+    if "rerank" in settings:
+        lines.append(f"re-ranked after {settings['rerank']['updates']} updates of training each (validation loss):")
+        for i, r in enumerate(settings["rerank"]["children"], 1):
+            lines.append(f"{i:>4}  {r['shared_loss']:>7.4f} -> {r['trained_loss']:.4f}  {r['arch']}")
+    lines.append(f"{len(results)} children scored; best architecture{' (re-ranked)' if 'rerank' in settings else ''} "
+                 f"written to {best_file}: {space.format(best)}")
     return "\n".join(lines)
