@@ -122,7 +122,10 @@ lr_scheduler.total_num_update=$((NET_UPDATES / 4))"
         METHODS=("spos|task.sampler=uniform"                                     # one child, one step per 16
                  "fairnas|task.sampler=fair $ACC"                                 # the fixed step: the window's operators
                  "fairnas_last_child|task.sampler=fair task.fair_step=last-child $ACC"  # the old defect
-                 "spos_accumulated|task.sampler=uniform $ACC") ;;                # one child for 4 micro-batches
+                 "spos_accumulated|task.sampler=uniform $ACC"                    # one child for 4 micro-batches
+                 # a quarter of the forwards: every operator takes as few steps as under the old defect
+                 "spos_quarter|task.sampler=uniform optimization.max_update=$((NET_UPDATES / 4)) \
+lr_scheduler.total_num_update=$((NET_UPDATES / 4))") ;;
     align-lambda)
         FW="task.sampler=fair-gradual task.gradual_k=1"
         METHODS=("spos|task.sampler=uniform")
