@@ -28,8 +28,8 @@
 #     SPOS with FairNAS's accumulation (--update-freq 4, a quarter of the updates).
 #   align-lambda: MAGIC-A at lambda 0.5, 2 and 8, and MAGIC-AT on the fair walk at 2 and 8, beside SPOS.
 #   budget: SPOS, FairNAS, MAGIC-T and the fair walk (give --supernet-updates 8000, say).
-#   fair-step: SPOS, FairNAS (fixed step), FairNAS's old defect (--fair-step last-child) and SPOS with
-#     FairNAS's accumulation, at equal forwards: why the defective variant ranked better.
+#   fair-step: SPOS, FairNAS (fixed step), FairNAS's old defect (--fair-step last-child), SPOS with
+#     FairNAS's accumulation (equal forwards) and SPOS on a quarter of the forwards: why the defect ranked better.
 # Point OUT/children at an existing ground truth (a symlink) to reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
