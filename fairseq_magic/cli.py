@@ -256,7 +256,6 @@ def cmd_search(args) -> None:
         Constraints, Limits, evolution, plain_transformers, random_search, sub_space, write_results,
     )
     from .search.ensemble import Ensemble
-
     from .search.rerank import rerank, training_options
 
     output_folder(args.out)

@@ -31,7 +31,7 @@ def members(spec: str) -> List[str]:
     is one member)."""
     if os.path.exists(spec) or SEPARATOR not in spec:
         return [spec]
-    paths = [p for p in spec.split(SEPARATOR)]
+    paths = spec.split(SEPARATOR)
     if any(not p for p in paths):
         raise MagicError(f"'{spec}': an ensemble joins checkpoints with '+', with no empty member")
     return paths
