@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from fairseq_magic.analysis.rank_correlation import read_children
-from fairseq_magic.search.rerank import rerank
+from fairseq_magic.search.rerank import rerank, training_options
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--args", default="", help="more fairseq-train options for the brief trainings")
     args = parser.parse_args()
+    extra = training_options(args.args)  # checked before any training
     study = Path(args.study)
     rank = json.loads((study / "rank.json").read_text())
     _, children = read_children(args.dir)
@@ -46,7 +47,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results = rerank(row["checkpoint"], [children[n] for n in names],
                              [-row["estimates"][i] for i in order], args.data, tmp, args.updates,
-                             args.args.split(), cpu=True, log=lambda line: None)
+                             extra, cpu=True, log=lambda line: None)
         out["supernets"].append({"label": row["label"], "checkpoint": row["checkpoint"], "top": names,
                                  "shared_loss": [r.shared_loss for r in results],
                                  "trained_loss": [r.trained_loss for r in results]})
