@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# one worker per core, each test's fairseq-train a process of its own: one thread each, or the threads
+# oversubscribe the cores and every test runs several times slower
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 exec .venv/bin/python -m pytest -n auto --maxprocesses 4 tests "$@"

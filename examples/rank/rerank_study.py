@@ -45,7 +45,7 @@ def main() -> None:
         order = sorted(range(len(rank["children"])), key=lambda i: -row["estimates"][i])[:args.k]
         names = [rank["children"][i] for i in order]
         with tempfile.TemporaryDirectory() as tmp:
-            results = rerank(row["checkpoint"], [children[n] for n in names],
+            results = rerank([row["checkpoint"]] * len(names), [children[n] for n in names],
                              [-row["estimates"][i] for i in order], args.data, tmp, args.updates,
                              extra, cpu=True, log=lambda line: None)
         out["supernets"].append({"label": row["label"], "checkpoint": row["checkpoint"], "top": names,

@@ -13,7 +13,7 @@
 #                             [--supernet-updates 2000] [--child-updates 2000] [--jobs 2] [--no-ablations]
 #                             [--launcher local|slurm] [--partition P]
 #                             [--steps 1,2,3,4] [--data data/default/bin] [--out checkpoints/rank]
-#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction|fair|fair-step|align-lambda|budget]
+#                             [--sweep gradual-k|anchor-top-p|align-batch-fraction|fair|fair-step|few-shot|align-lambda|budget]
 # Steps: 1 super-nets, 2 children (stand-alone), 3 rank correlation, 4 interference.
 # Sweeps, instead of Table 1 (examples/sweeps/run.sh NAME runs one and plots it):
 #   gradual-k: Fig. 3a, MAGIC-T with k = 1, 2, 4 and N = 6 layers changed per update (no alignment).
@@ -30,6 +30,10 @@
 #   budget: SPOS, FairNAS, MAGIC-T and the fair walk (give --supernet-updates 8000, say).
 #   fair-step: SPOS, FairNAS (fixed step), FairNAS's old defect (--fair-step last-child), SPOS with
 #     FairNAS's accumulation (equal forwards) and SPOS on a quarter of the forwards: why the defect ranked better.
+#   few-shot: few-shot super-nets beside SPOS at equal forwards: a one-shot warm-up of half the updates, split
+#     by 'fairseq-magic few-shot' (the layer whose candidates' gradients agree least, 2 groups), then the 2
+#     sub-super-nets a quarter of the updates each (one hydra multirun of the seeds per sub-super-net); each
+#     child scored by its own sub-super-net. The warm-up alone is reported too (half the forwards).
 # Point OUT/children at an existing ground truth (a symlink) to reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -126,13 +130,20 @@ lr_scheduler.total_num_update=$((NET_UPDATES / 4))"
                  # a quarter of the forwards: every operator takes as few steps as under the old defect
                  "spos_quarter|task.sampler=uniform optimization.max_update=$((NET_UPDATES / 4)) \
 lr_scheduler.total_num_update=$((NET_UPDATES / 4))") ;;
+    few-shot)
+        # the warm-up and its sub-super-nets run on one schedule of WARM + (NET_UPDATES - WARM) / 2 updates
+        WARM=$((NET_UPDATES / 2)) SUB_END=$((NET_UPDATES / 2 + NET_UPDATES / 4))
+        METHODS=("spos|task.sampler=uniform"
+                 "spos_quarter|task.sampler=uniform optimization.max_update=$((NET_UPDATES / 4)) \
+lr_scheduler.total_num_update=$((NET_UPDATES / 4))"
+                 "few_shot_warmup|task.sampler=uniform optimization.max_update=$WARM lr_scheduler.total_num_update=$SUB_END") ;;
     align-lambda)
         FW="task.sampler=fair-gradual task.gradual_k=1"
         METHODS=("spos|task.sampler=uniform")
         for l in 0.5 2 8; do METHODS+=("l$l|task.sampler=uniform ${ALIGN/task.align_lambda=0.5/task.align_lambda=$l}"); done
         for l in 2 8; do METHODS+=("at_fair_l$l|$FW ${ALIGN/task.align_lambda=0.5/task.align_lambda=$l}"); done ;;
     *) echo "fairseq-magic: error: unknown --sweep '$SWEEP' (known: gradual-k, anchor-top-p, align-batch-fraction," \
-            "fair, fair-step, align-lambda, budget)" >&2
+            "fair, fair-step, few-shot, align-lambda, budget)" >&2
        exit 2 ;;
 esac
 TRAIN_DATA=$DATA  # what the super-nets train on
@@ -141,9 +152,9 @@ if [ "$SWEEP" = anchor-top-p ] && step 1; then
     TRAIN_DATA=$(echo "$OUT"/data/shard{0,1,2,3,4} | tr ' ' :)
 fi
 
-supernets() {  # name overrides...: the method's seeds not yet done, as one hydra multirun (OUT/name/seedS)
-    local name=$1 seed todo=() budget=(); shift
-    for seed in ${NET_SEEDS//,/ }; do [ -f "$OUT/$name/seed$seed/done" ] || todo+=("$seed"); done
+supernets() {  # name overrides...: the method's seeds not yet done, as one hydra multirun (OUT/name/seedS$SUB)
+    local name=$1 seed todo=() budget=() sub=${SUB:-}; shift
+    for seed in ${NET_SEEDS//,/ }; do [ -f "$OUT/$name/seed$seed$sub/done" ] || todo+=("$seed"); done
     [ ${#todo[@]} -gt 0 ] || return 0
     [[ " $* " == *" optimization.max_update="* ]] \
         || budget=("optimization.max_update=$NET_UPDATES" "lr_scheduler.total_num_update=$NET_UPDATES")
@@ -153,15 +164,16 @@ supernets() {  # name overrides...: the method's seeds not yet done, as one hydr
     if ! fairseq-hydra-train -m --config-dir examples/config --config-name rank_cpu "task.data=$TRAIN_DATA_ABS" \
             "common.user_dir=$PWD/fairseq_magic" "common.seed=$(IFS=,; echo "${todo[*]}")" hydra.job.name=train \
             "dataset.validate_interval_updates=$((NET_UPDATES / 4))" "${budget[@]}" "${overrides[@]}" "${LAUNCH[@]}" \
-            "hydra.sweep.dir=$(realpath "$OUT/$name")" 'hydra.sweep.subdir=seed${common.seed}' \
-            > "$OUT/$name/sweep.log" 2>&1; then
-        echo "fairseq-magic: error: super-net $name: $(grep -v -e '^Set the environment' -e '^$' "$OUT/$name/sweep.log" \
-            | tail -1) (log: $OUT/$name/sweep.log)" >&2
+            "hydra.sweep.dir=$(realpath "$OUT/$name")" "hydra.sweep.subdir=seed\${common.seed}$sub" \
+            > "$OUT/$name/sweep${sub//\//_}.log" 2>&1; then
+        echo "fairseq-magic: error: super-net $name$sub: $(grep -v -e '^Set the environment' -e '^$' \
+            "$OUT/$name/sweep${sub//\//_}.log" | tail -1) (log: $OUT/$name/sweep${sub//\//_}.log)" >&2
         return 1
     fi
     for seed in "${todo[@]}"; do
-        touch "$OUT/$name/seed$seed/done"
-        echo "super-net $name seed $seed: $(grep -c -E 'anchor (replaced|now)' "$OUT/$name/seed$seed/train.log" || true) anchor replacements"
+        touch "$OUT/$name/seed$seed$sub/done"
+        echo "super-net $name$sub seed $seed: $(grep -c -E 'anchor (replaced|now)' "$OUT/$name/seed$seed$sub/train.log" \
+            || true) anchor replacements"
     done
 }
 TRAIN_DATA_ABS=$(for d in ${TRAIN_DATA//:/ }; do realpath "$d"; done | paste -sd:)
@@ -176,6 +188,22 @@ if step 1; then
     for pid in "${PIDS[@]}"; do wait "$pid"; done  # set -e: the first failed method stops here
 fi
 
+# 1b. few-shot: each seed's warm-up split, then each sub-super-net as one multirun of the seeds, resuming in the
+# folder the split wrote (OUT/few_shot/seedS/subG)
+if [ "$SWEEP" = few-shot ] && step 1; then
+    for seed in ${NET_SEEDS//,/ }; do
+        [ -f "$OUT/few_shot/seed$seed/split.json" ] && continue
+        fairseq-magic few-shot --out "$OUT/few_shot/seed$seed" --groups 2 --cpu --no-progress-bar \
+            --checkpoint "$OUT/few_shot_warmup/seed$seed/checkpoint_last.pt" > "$OUT/few_shot_warmup/seed$seed/split.txt" \
+            2> "$OUT/few_shot_warmup/seed$seed/split.log"
+        echo "seed $seed: $(head -1 "$OUT/few_shot_warmup/seed$seed/split.txt")"
+    done
+    for group in 0 1; do
+        SUB=/sub$group supernets few_shot task.sampler=uniform "optimization.max_update=$SUB_END" \
+            "lr_scheduler.total_num_update=$SUB_END"
+    done
+fi
+
 # 2. the children, trained stand-alone once per child seed
 first_seed=${NET_SEEDS%%,*} first=${METHODS[0]%%|*}
 step 2 && { [ -f "$OUT/children/children.json" ] || fairseq-magic rank sample \
@@ -188,6 +216,11 @@ LABELS=() CKPTS=()
 for m in "${METHODS[@]}"; do
     for seed in ${NET_SEEDS//,/ }; do LABELS+=("${m%%|*}"); CKPTS+=("$OUT/${m%%|*}/seed$seed/checkpoint_last.pt"); done
 done
+if [ "$SWEEP" = few-shot ]; then  # each seed's sub-super-nets as one estimator
+    for seed in ${NET_SEEDS//,/ }; do
+        LABELS+=(few_shot) CKPTS+=("$OUT/few_shot/seed$seed/sub0/checkpoint_last.pt+$OUT/few_shot/seed$seed/sub1/checkpoint_last.pt")
+    done
+fi
 step 3 && { mkdir -p "$OUT/table1"; fairseq-magic rank correlate --dir "$OUT/children" --out "$OUT/table1" \
     --labels "$(IFS=,; echo "${LABELS[*]}")" --checkpoints "${CKPTS[@]}" --sentences 256 --cpu \
     | tee "$OUT/table1/table.txt"; }

@@ -44,6 +44,7 @@ class SearchState:
     shrink_epoch: Optional[int] = None  # the epoch whose start last shrank the space
     anchor: AnchorState = field(default_factory=AnchorState)  # MAGIC-A's anchor (training/anchor.py)
     top_p_epoch: Optional[int] = None  # the epoch whose start last ran the anchor's top-p choice
+    split: Optional[Dict] = None  # a few-shot sub-super-net: {"layer": j, "group": [its candidates of layer j]}
 
     def to_dict(self) -> Dict:
         """The JSON a checkpoint stores (fields never set are left out)."""

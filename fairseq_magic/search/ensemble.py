@@ -9,9 +9,16 @@ a super-net checkpoint, its members joined by ``+``:
     fairseq-magic search --checkpoint seed1/checkpoint_last.pt+seed2/checkpoint_last.pt ...
     fairseq-magic rank correlate --checkpoints spos1.pt+spos2.pt fair1.pt ...
 
-A child's ensemble score is the mean over the members of its masked-LM loss and
-accuracy, each member scoring the same validation sentences with the same
-masks. Every member must search the same space.
+A child's ensemble score is the mean over the members that hold it of its
+masked-LM loss and accuracy, each member scoring the same validation sentences
+with the same masks. A one-shot super-net holds every child; a few-shot
+sub-super-net (``search/few_shot.py``) only those of its group, so the
+sub-super-nets of one split, joined by '+', score each child with its own:
+
+    fairseq-magic search --checkpoint few/sub0/checkpoint_last.pt+few/sub1/checkpoint_last.pt ...
+
+Every member must search the same space; the sub-super-nets must split the same
+layer and, unless a one-shot member is among them, hold all of its candidates.
 """
 
 import os
@@ -21,6 +28,7 @@ import numpy as np
 
 from ..errors import MagicError
 from ..space import Child
+from .few_shot import holds
 from .scoring import ChildScore, score_children
 
 SEPARATOR = "+"
@@ -56,10 +64,46 @@ class Ensemble:
             if space != self.space:
                 raise MagicError(f"the ensemble's super-nets search different spaces: {path} is not "
                                  f"{self.space.describe()} as {self.checkpoints[0]} is")
+        self.splits = [model.search_state.split for model, _, _, _ in self.loaded]
+        self._check_splits()
+
+    def _check_splits(self) -> None:
+        """Sub-super-nets split one layer, and with the one-shot members they hold every child."""
+        split = [(path, s) for path, s in zip(self.checkpoints, self.splits) if s is not None]
+        if not split:
+            return
+        first, layer = split[0][0], split[0][1]["layer"]
+        for path, s in split:
+            if s["layer"] != layer:
+                raise MagicError(f"the sub-super-nets split different layers: {path} layer {s['layer']}, "
+                                 f"{first} layer {layer}")
+        if len(split) == len(self.checkpoints):
+            missing = set(self.space.layer_options[layer]) - {c for _, s in split for c in s["group"]}
+            if missing:
+                names = ", ".join(self.space.candidates[c].name for c in sorted(missing))
+                raise MagicError(f"no sub-super-net of {SEPARATOR.join(self.checkpoints)} holds {names} in layer "
+                                 f"{layer}: join every sub-super-net of the split with '{SEPARATOR}'")
 
     def __len__(self) -> int:
         return len(self.loaded)
 
+    def holders(self, child: Child) -> List[int]:
+        """The members that score ``child`` (all of them, unless some are sub-super-nets)."""
+        found = [i for i, split in enumerate(self.splits) if holds(split, child)]
+        if not found:
+            raise MagicError(f"no super-net of {SEPARATOR.join(self.checkpoints)} holds {self.space.format(child)}")
+        return found
+
+    def checkpoint_of(self, child: Child) -> str:
+        """The first member that holds ``child``: where its inherited weights come from."""
+        return self.checkpoints[self.holders(child)[0]]
+
     def score(self, children: Sequence[Child]) -> List[ChildScore]:
-        per_member = [score_children(model, model, children, batches) for model, _, _, batches in self.loaded]
-        return [mean_score(scores) for scores in zip(*per_member)]
+        routes = [self.holders(c) for c in children]
+        scored: List[List[ChildScore]] = [[] for _ in children]
+        for i, (model, _, _, batches) in enumerate(self.loaded):
+            mine = [n for n, route in enumerate(routes) if i in route]
+            if mine:
+                for n, s in zip(mine, score_children(model, model, [children[n] for n in mine], batches)):
+                    scored[n].append(s)
+        return [mean_score(scores) for scores in scored]

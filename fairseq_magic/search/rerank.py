@@ -61,18 +61,18 @@ def training_options(text: str) -> List[str]:
         raise MagicError(f"--rerank-args: {e}") from None
 
 
-def rerank(checkpoint: str, children: Sequence[Child], shared_losses: Sequence[float], data: str, out_dir: str,
-           updates: int = 200, extra_args: Sequence[str] = (), cpu: bool = False,
+def rerank(checkpoints: Sequence[str], children: Sequence[Child], shared_losses: Sequence[float], data: str,
+           out_dir: str, updates: int = 200, extra_args: Sequence[str] = (), cpu: bool = False,
            log: Callable[[str], None] = print) -> List[Reranked]:
     """Train each of ``children`` (the search's top K, best first) for ``updates`` updates from the weights it
-    inherits from ``checkpoint``; the results in the order given. ``extra_args`` (fairseq-train options) come
-    last and so override the defaults."""
-    cfg = torch_load(checkpoint).get("cfg") or {}
+    inherits from its super-net (``checkpoints``: one per child; they differ for few-shot sub-super-nets); the
+    results in the order given. ``extra_args`` (fairseq-train options) come last and so override the defaults."""
+    cfg = torch_load(checkpoints[0]).get("cfg") or {}
     data = data or str((cfg.get("task") or {}).get("data") or "")
     if not os.path.isfile(os.path.join(data.split(os.pathsep)[0], "dict.txt")):
         raise MagicError(f"--rerank trains on the super-net's data, and '{data}' has no dict.txt (give --data)")
     results = []
-    for rank, (child, shared) in enumerate(zip(children, shared_losses), 1):
+    for rank, (checkpoint, child, shared) in enumerate(zip(checkpoints, children, shared_losses), 1):
         folder = os.path.join(out_dir, "rerank", f"rank{rank}")
         os.makedirs(folder, exist_ok=True)
         inherited = os.path.join(folder, "inherited.pt")
