@@ -106,5 +106,8 @@ def test_sub_supernets_train_their_group_only_and_score_the_children_they_hold(s
     proc = magic("few-shot", "--checkpoint", supernet, "--out", str(few), "--repeats", "1", "--sentences", "8",
                  "--cpu", check=False)
     assert_one_error_line(proc, "exists (a sub-super-net being trained?)")
+    proc = magic("few-shot", "--checkpoint", supernet, "--out", str(tmp_path / "five"), "--groups", "5",
+                 "--sentences", "8", "--cpu", check=False)
+    assert_one_error_line(proc, "no layer from 1 on has 5 candidates to split into 5 groups")
     assert load_state(subs[0])["extra_state"]["train_iterator"]["iterations_in_epoch"] == \
         after["extra_state"]["train_iterator"]["iterations_in_epoch"]

@@ -196,7 +196,7 @@ if [ "$SWEEP" = few-shot ] && step 1; then
         fairseq-magic few-shot --out "$OUT/few_shot/seed$seed" --groups 2 --cpu --no-progress-bar \
             --checkpoint "$OUT/few_shot_warmup/seed$seed/checkpoint_last.pt" > "$OUT/few_shot_warmup/seed$seed/split.txt" \
             2> "$OUT/few_shot_warmup/seed$seed/split.log"
-        echo "seed $seed: $(head -1 "$OUT/few_shot_warmup/seed$seed/split.txt")"
+        echo "seed $seed: $(grep -m1 '^split ' "$OUT/few_shot_warmup/seed$seed/split.txt")"
     done
     for group in 0 1; do
         SUB=/sub$group supernets few_shot task.sampler=uniform "optimization.max_update=$SUB_END" \
@@ -216,6 +216,16 @@ LABELS=() CKPTS=()
 for m in "${METHODS[@]}"; do
     for seed in ${NET_SEEDS//,/ }; do LABELS+=("${m%%|*}"); CKPTS+=("$OUT/${m%%|*}/seed$seed/checkpoint_last.pt"); done
 done
+if [ "$SWEEP" = fair-step ] && [ "$(echo "$NET_SEEDS" | tr ',' '\n' | wc -l)" -ge 5 ]; then
+    # the ensembles of 4 quarter-length SPOS super-nets: row i leaves seed i out (so rows share members)
+    for left in ${NET_SEEDS//,/ }; do
+        members=()
+        for seed in ${NET_SEEDS//,/ }; do
+            [ "$seed" = "$left" ] || members+=("$OUT/spos_quarter/seed$seed/checkpoint_last.pt")
+        done
+        LABELS+=(spos_quarter_x4) CKPTS+=("$(IFS=+; echo "${members[*]:0:4}")")
+    done
+fi
 if [ "$SWEEP" = few-shot ]; then  # each seed's sub-super-nets as one estimator
     for seed in ${NET_SEEDS//,/ }; do
         LABELS+=(few_shot) CKPTS+=("$OUT/few_shot/seed$seed/sub0/checkpoint_last.pt+$OUT/few_shot/seed$seed/sub1/checkpoint_last.pt")

@@ -79,13 +79,15 @@ def cmd_search(args) -> None:
 
 def cmd_few_shot(args) -> None:
     """Split a warm-up super-net into few-shot sub-super-nets by its candidates' gradient similarity."""
-    from ..search.few_shot import check_one_shot, describe, measure_layers, sub_supernet_paths, write_sub_supernets
+    from ..search.few_shot import (
+        check_one_shot, describe, measure_layers, splittable, sub_supernet_paths, write_sub_supernets,
+    )
 
     output_folder(args.out)
     sub_supernet_paths(args.out, args.groups)  # checked before any work
     model, _, space, batches = load_supernet_for_scoring(args, args.checkpoint)
     check_one_shot(model.search_state.split, args.checkpoint)
-    layers = list(range(1, space.num_layers)) if args.layer == "auto" else layer_list(args.layer, "--layer")
+    layers = splittable(model, args.groups) if args.layer == "auto" else layer_list(args.layer, "--layer")
     with progress_bar(args, "similarity matrices", "matrix", total=len(layers) * args.repeats) as bar:
         measured = measure_layers(model, batches, layers, args.groups, args.repeats, args.seed, progress=bar)
     for split in measured:

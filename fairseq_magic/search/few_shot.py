@@ -98,18 +98,31 @@ def best_partition(layer: int, options: Sequence[int], names: Sequence[str], mat
                       cut=between(matrix, best, same=False), within=None if np.isnan(within) else within)
 
 
+def candidates(supernet, layer: int) -> List[int]:
+    """The candidates of ``layer`` that the super-net's (possibly shrunk) space allows."""
+    allowed = supernet.search_state.allowed
+    return [c for c in supernet.space.layer_options[layer] if allowed is None or c in allowed[layer]]
+
+
+def splittable(supernet, k: int) -> List[int]:
+    """The layers that can be split into ``k`` groups (``--layer auto``): from 1 on, with k candidates or more."""
+    layers = [j for j in range(1, supernet.space.num_layers) if len(candidates(supernet, j)) >= k]
+    if not layers:
+        raise MagicError(f"no layer from 1 on has {k} candidates to split into {k} groups")
+    return layers
+
+
 def measure_layers(supernet, batches: Sequence[dict], layers: Sequence[int], k: int, repeats: int, seed: int,
                    progress=None) -> List[LayerSplit]:
     """Each of ``layers``' best balanced partition into ``k`` groups, from the gradient similarity of its
     candidates (those its shrunk space still allows)."""
     space = supernet.space
-    allowed = supernet.search_state.allowed or [list(o) for o in space.layer_options]
     splits = []
     for layer in layers:
         if not 1 <= layer < space.num_layers:
             raise MagicError(f"layer {layer} cannot be split: the gradient similarity of a layer's candidates "
                              f"is measured on the layer below, so it must be between 1 and {space.num_layers - 1}")
-        options = [c for c in space.layer_options[layer] if c in allowed[layer]]
+        options = candidates(supernet, layer)
         if len(options) < k:
             raise MagicError(f"layer {layer} has {len(options)} candidates: too few for {k} groups")
         result = measure(supernet, batches, layer - 1, 1, repeats, seed, progress=progress)
