@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import magic
+from conftest import assert_one_error_line, magic
 from fairseq_magic.errors import MagicError
 from fairseq_magic.analysis.rank_correlation import compare_methods, correlation, top_of_ranking
 
@@ -121,3 +121,23 @@ def test_a_ceiling_that_cannot_rank_is_a_warning():
     agreeing = truth([[0.1 * i, 0.1 * i + 0.01] for i in range(5)])
     line = format_ceiling(seed_agreement(agreeing, list(agreeing), "finetune_accuracy"), "finetune_accuracy")
     assert line.startswith("ceiling (finetune_accuracy): the same 5 children") and "tau 1.000" in line
+
+
+@pytest.mark.parametrize("case", ["../escape", "/tmp/absolute", "seeds", "quote", "no-validation"])
+def test_rank_train_refuses_what_would_escape_or_fail_late_in_one_line(supernet, data_bin, tmp_path, case):
+    children = tmp_path / "children"
+    magic("rank", "sample", "--checkpoint", supernet, "--out", str(children), "--children", "2")
+    args = {"--seeds": "1", "--train-args": "--max-update 2 --cpu"}
+    if case.startswith(("../", "/")):  # a children.json edited by hand (or by someone else)
+        (children / "children.json").write_text(json.dumps(["child000", case]))
+        expected = f'names the child "{case}": a child\'s name is a file name'
+    else:
+        args.update({"seeds": {"--seeds": "1,a"}, "quote": {"--train-args": "--lr '1e-3"},
+                     "no-validation": {"--train-args": "--max-update 2 --disable-validation"}}[case])
+        expected = {"seeds": "--seeds must list distinct integers >= 0", "quote": "--train-args: No closing quotation",
+                    "no-validation": "cannot hold --disable-validation"}[case]
+    proc = magic("rank", "train", "--dir", str(children), "--data", data_bin,
+                 *[x for kv in args.items() for x in kv], check=False)
+    assert_one_error_line(proc, expected)
+    assert sorted(p.name for p in children.iterdir()) == ["child000.json", "child001.json", "children.json"]
+    assert not (tmp_path / "escape").exists()

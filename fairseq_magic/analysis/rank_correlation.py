@@ -27,6 +27,7 @@ Table 1).
 
 import json
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -67,13 +68,28 @@ def write_children(space: SearchSpace, children: Sequence[Child], out_dir: str) 
     return names
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a child's name: one file name in the folder, no path
+
+
 def read_children(out_dir: str):
-    """(space, {name: child}) of a sampled directory."""
+    """(space, {name: child}) of a sampled directory; children.json must list plain file names (a name
+    such as '../x' or '/tmp/x' would read and write outside the folder)."""
     path = os.path.join(out_dir, "children.json")
     if not os.path.isfile(path):
         raise MagicError(f"no children.json in {out_dir} (run 'fairseq-magic rank sample' first)")
-    with open(path) as f:
-        names = list(json.load(f))
+    try:
+        with open(path, "rb") as f:
+            names = json.loads(f.read())
+    except (ValueError, RecursionError) as err:
+        raise MagicError(f"{path} is not valid JSON: {str(err).splitlines()[0] if str(err) else err!r}") from None
+    if not isinstance(names, list) or not names:
+        raise MagicError(f"{path} must be a non-empty JSON list of children's names")
+    for name in names:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise MagicError(f"{path} names the child {json.dumps(name)}: a child's name is a file name in "
+                             f"{out_dir} (letters, digits, '_', '-', '.'), without a folder")
+    if len(set(names)) != len(names):
+        raise MagicError(f"{path} names a child twice")
     space, children = None, {}
     for name in names:
         space, children[name] = load_child(os.path.join(out_dir, f"{name}.json"), space)

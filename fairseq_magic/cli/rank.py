@@ -35,13 +35,24 @@ def cmd_rank_train(args) -> None:
 
     if bool(args.finetune_data) != bool(args.finetune_args):
         raise MagicError("--finetune-data and --finetune-args go together")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise MagicError(f"--seeds must list distinct integers, got '{args.seeds}'")
+    words = [s.strip() for s in args.seeds.split(",")]
+    if not all(w.isdigit() for w in words) or len(set(map(int, words))) != len(words):
+        raise MagicError(f"--seeds must list distinct integers >= 0, comma-separated, got '{args.seeds}'")
+    seeds = [int(w) for w in words]
+    options = {}
+    for option in ("--train-args", "--finetune-args"):  # checked before any job starts
+        try:
+            options[option] = shlex.split(getattr(args, option[2:].replace("-", "_")))
+        except ValueError as err:
+            raise MagicError(f"{option}: {err}") from None
+    if "--disable-validation" in options["--train-args"]:
+        raise MagicError("--train-args: the ground truth is each child's best validation loss, so it cannot "
+                         "hold --disable-validation")
+    rank_correlation.read_children(args.dir)  # a folder 'rank sample' wrote, with plain names
     launch = jobs.launch_options(args)
     with progress_bar(args, "trainings", "run") as bar:
         truth = ground_truth.train_children(
-            args.dir, args.data, shlex.split(args.train_args), args.finetune_data, shlex.split(args.finetune_args),
+            args.dir, args.data, options["--train-args"], args.finetune_data, options["--finetune-args"],
             seeds=seeds, launch=launch, log=logger.info, progress=bar)
     print(f"ground truth for {len(truth)} children in {os.path.join(args.dir, 'truth.json')}")
     for metric in ("valid_loss", "finetune_accuracy"):
