@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional
 
 from .errors import MagicError
 from .ranges import ranged
+from .space import write_whole
 
 LAUNCHERS = ("local", "slurm")
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD",
@@ -111,9 +112,11 @@ def _executor(opts: LaunchOptions, folder: str, name: str):
 def write_json(path: str, obj, indent: Optional[int] = None) -> None:
     """``obj`` as JSON at ``path``, whole or not at all (a temporary file renamed into place): a job's
     result is read as soon as it appears, and a driver stopped mid-write leaves the previous file."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=indent)
-    os.replace(path + ".tmp", path)
+    try:
+        text = json.dumps(obj, indent=indent, allow_nan=False)  # NaN and infinity are not JSON
+    except ValueError as err:
+        raise MagicError(f"{path}: {err}") from None
+    write_whole(path, text)
 
 
 def _last_line(path) -> str:

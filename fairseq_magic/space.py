@@ -31,6 +31,7 @@ exactly (a test checks them against the built model), so that limits used in
 search are honest.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -46,6 +47,12 @@ _OP_RE = re.compile(r"^(MHA|FFN|CONV)(\d*)$")
 _OP_SYNTAX = "MHA<heads>, FFN, FFN<inner size> or CONV<kernel>"
 
 Child = Tuple[int, ...]  # one candidate index per layer
+
+
+# What a description read from a file may ask for: far beyond any encoder (the paper's have 24 layers of
+# width 1024), and small enough that a malformed or hostile file is refused before anything is built.
+MAX_LAYERS = 1024
+MAX_WIDTH = 1 << 20
 
 
 class SpaceError(MagicError, ValueError):
@@ -370,6 +377,10 @@ class SearchSpace:
             value = d[key]
             if isinstance(value, bool) or not isinstance(value, int):
                 raise SpaceError(f"malformed search space description: '{key}' must be an integer, got {value!r}")
+            most = MAX_LAYERS if key == "num_layers" else MAX_WIDTH
+            if not (1 if default is None else 0) <= value <= most:  # before anything is built of that size
+                raise SpaceError(f"malformed search space description: '{key}' must be between "
+                                 f"{1 if default is None else 0} and {most}, got {value}")
             return value
 
         groups = d.get("groups") or [d.get("candidates")]
@@ -396,13 +407,25 @@ class SearchSpace:
         )
 
 
+def write_whole(path: str, text: str) -> None:
+    """``text`` at ``path``, whole or not at all: written beside it and renamed into place, so a full disk,
+    a file-size limit or a kill leaves the previous file (one line saying why)."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise MagicError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def save_child(path: str, space: SearchSpace, child: Sequence[int], **extra) -> None:
-    """Write a child and the space it belongs to as JSON."""
+    """Write a child and the space it belongs to as JSON (whole or not at all)."""
     record = {"arch": space.format(child), "space": space.to_dict()}
     record.update(extra)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
+    write_whole(path, json.dumps(record, indent=2) + "\n")
 
 
 def names_a_file(arch: str) -> bool:

@@ -160,7 +160,12 @@ def test_one_size_everywhere_the_tied_matrix_counted_once(plain_supernet, tmp_pa
                       ).replace(",", ""))
     size = magic("size", "--checkpoint", plain_supernet, "--arch", best["arch"]).stdout
     printed = int(size.splitlines()[-1].split()[-2].replace(",", ""))
-    out = tmp_path / "child" / "model.pt"
+    # what the card quotes from search.json is anyone's text: it must stay text
+    record = json.loads((tmp_path / "s" / "search.json").read_text())
+    record.update(scored="<script>alert(1)</script>", sentences="\n# Owned", seed="[x](javascript:alert(1))",
+                  limits={"<b>max_params</b>": 1e9})
+    (tmp_path / "s" / "search.json").write_text(json.dumps(record))
+    out = tmp_path / "chi'ld" / "model.pt"
     exported = magic("export", "--checkpoint", plain_supernet, "--arch", str(tmp_path / "s" / "best.json"),
                      "--out", str(out)).stdout
     [model], _, _ = checkpoint_utils.load_model_ensemble_and_task([str(out)])
@@ -169,5 +174,10 @@ def test_one_size_everywhere_the_tied_matrix_counted_once(plain_supernet, tmp_pa
     assert f"({held:,} parameters: embeddings " in exported and ", layers " in exported
     for part in ("embeddings", "layers", "masked-LM head"):
         assert part in size
-    card = (tmp_path / "child" / "README.md").read_text()
+    card = (tmp_path / "chi'ld" / "README.md").read_text()
     assert best["arch"] in card and f"{held:,}" in card and "search: evolution by loss" in card
+    assert "<script>" not in card and "<b>" not in card and "](javascript" not in card
+    assert "\\<script\\>alert\\(1\\)" in card and "\\# Owned" in card
+    assert [line for line in card.splitlines() if line.startswith("#")] == [
+        f"# {best['arch']}", "## Architecture", "## How it was found", "## Loading"]
+    assert f"from_pretrained({str(out.parent)!r})" in card  # a quote in the folder's name stays inside the string

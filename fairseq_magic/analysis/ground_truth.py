@@ -14,6 +14,7 @@ and submits a failed one again.
 """
 
 import json
+import math
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -28,20 +29,56 @@ from .rank_correlation import read_children
 PLUGIN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: fairseq_magic/
 
 
+METRICS = ("valid_loss", "finetune_accuracy")
+
+
+def finite(value, where: str) -> float:
+    """``value`` as a float: a JSON number that is neither NaN nor infinite, or one line naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MagicError(f"{where} must be a finite number, got {json.dumps(value, default=repr)[:60]}")
+    return float(value)
+
+
+def read_json(path: str):
+    """A result file's JSON, or one line saying why it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except OSError as err:
+        raise MagicError(f"cannot read {path}: {err.strerror}") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise MagicError(f"{path} is not valid JSON ({str(err).splitlines()[0] if str(err) else err!r}): "
+                         f"remove it to measure again") from None
+
+
 def read_truth(out_dir: str) -> Dict[str, Dict]:
     """{child: {metric: value}}: ``valid_loss`` (best stand-alone validation loss,
     bits) and, when fine-tuned, ``finetune_accuracy``, each the mean over the
-    seeds in ``<metric>_by_seed`` ({seed: value})."""
+    seeds in ``<metric>_by_seed`` ({seed: value}). Every value is checked: one line for a file that
+    is not this format (truncated, NaN, a string where a number belongs)."""
     path = os.path.join(out_dir, "truth.json")
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        truth = json.load(f)
-    # a plain number is a validation loss (the first format of this file)
-    truth = {name: v if isinstance(v, dict) else {"valid_loss": float(v)} for name, v in truth.items()}
-    for record in truth.values():
-        if "valid_loss" in record and "valid_loss_by_seed" not in record:  # from before seeds were recorded
-            record["valid_loss_by_seed"] = {"1": record["valid_loss"]}
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise MagicError(f"{path} must map each child's name to its results")
+    truth = {}
+    for name, record in saved.items():
+        if not isinstance(record, dict):  # a plain number is a validation loss (the first format of this file)
+            record = {"valid_loss": record}
+        checked = {}
+        for metric in METRICS:
+            if metric in record:
+                checked[metric] = finite(record[metric], f"{path}: {name}'s {metric}")
+            by_seed = record.get(f"{metric}_by_seed")
+            if by_seed is not None:
+                if not isinstance(by_seed, dict):
+                    raise MagicError(f"{path}: {name}'s {metric}_by_seed must map seeds to numbers")
+                checked[f"{metric}_by_seed"] = {str(seed): finite(v, f"{path}: {name}'s {metric}, seed {seed}")
+                                                for seed, v in by_seed.items()}
+            elif metric in checked:  # from before seeds were recorded
+                checked[f"{metric}_by_seed"] = {"1": checked[metric]}
+        truth[name] = checked
     return truth
 
 
@@ -134,10 +171,10 @@ def train_children(out_dir: str, data: str, train_args: Sequence[str], finetune_
         job = todo[job_name]
         if not os.path.isfile(job.result_path()):
             return False
-        with open(job.result_path()) as f:
-            results = json.load(f)
-        if not job.metrics() <= set(results):
+        results = read_json(job.result_path())
+        if not isinstance(results, dict) or not job.metrics() <= set(results):
             return False
+        results = {m: finite(v, f"{job.result_path()}: {m}") for m, v in results.items() if m in METRICS}
         record = truth[job.name]
         for metric, value in results.items():
             record.setdefault(f"{metric}_by_seed", {})[str(job.seed)] = value

@@ -82,8 +82,9 @@ def read_children(out_dir: str):
             names = json.loads(f.read())
     except (ValueError, RecursionError) as err:
         raise MagicError(f"{path} is not valid JSON: {str(err).splitlines()[0] if str(err) else err!r}") from None
-    if not isinstance(names, list) or not names:
-        raise MagicError(f"{path} must be a non-empty JSON list of children's names")
+    if not isinstance(names, (dict, list)) or not names:  # 'rank sample' writes {name: architecture}
+        raise MagicError(f"{path} must name the children: a non-empty JSON object (name: architecture) or list")
+    names = list(names)
     for name in names:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise MagicError(f"{path} names the child {json.dumps(name)}: a child's name is a file name in "

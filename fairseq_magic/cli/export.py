@@ -1,4 +1,5 @@
-"""Commands about one child: export it as a model, derive it from architecture weights, its size, a space's operators."""
+"""Commands about one child: export it as a model, derive it from architecture weights, its size; a
+space's operators."""
 
 import os
 

@@ -32,6 +32,20 @@ def output_folder(path: str, option: str = "--out") -> str:
     return path
 
 
+def writable_folder(path: str, option: str = "--out") -> str:
+    """``output_folder``, made and tried with a file before the work whose results go there."""
+    import tempfile
+
+    output_folder(path, option)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise MagicError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
 def output_file(path: str, option: str = "--out") -> str:
     """``path`` for a command that writes a file there: one line if it is a folder."""
     if os.path.isdir(path):

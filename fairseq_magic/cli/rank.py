@@ -1,4 +1,5 @@
-"""Commands that measure a super-net: rank correlation with stand-alone training (Table 1) and interference (Fig. 2)."""
+"""Commands that measure super-nets: rank correlation with stand-alone training (Table 1), interference
+(Fig. 2)."""
 
 import os
 import sys
@@ -6,8 +7,8 @@ import sys
 from ..errors import MagicError
 from ..ranges import ranged
 from .options import (
-    logger, SEED, progress_bar, output_folder, layer_list, add_progress_option, add_unsafe_option,
-    add_checkpoint_option, add_scoring_options, load_supernet_for_scoring, supernet_labels,
+    logger, SEED, add_checkpoint_option, add_progress_option, add_scoring_options, add_unsafe_option, layer_list,
+    load_supernet_for_scoring, progress_bar, supernet_labels, writable_folder,
 )
 
 
@@ -15,7 +16,7 @@ def cmd_rank_sample(args) -> None:
     from ..analysis import rank_correlation
     from ..checkpoint import load_supernet_checkpoint
 
-    output_folder(args.out)
+    writable_folder(args.out)
     _, _, space = load_supernet_checkpoint(args.checkpoint)
     if args.list:
         from ..data.corpus import read_text_lines
@@ -70,7 +71,7 @@ def cmd_rank_correlate(args) -> None:
     from ..analysis.ground_truth import read_truth
     from ..search.ensemble import Ensemble
 
-    output_folder(args.out)
+    writable_folder(args.out)
     space, children = rank_correlation.read_children(args.dir)
     truth = read_truth(args.dir)
     names = [n for n in children if args.ground_truth in truth.get(n, {})]
@@ -109,7 +110,7 @@ def cmd_interference(args) -> None:
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     labels = supernet_labels(args.labels, checkpoints)
     layers = layer_list(args.layers)
-    output_folder(args.out)
+    writable_folder(args.out)
     results = {}
     total = len(checkpoints) * len(layers) * args.repeats * args.max_m
     with progress_bar(args, "similarity matrices", "matrix", total=total) as bar:

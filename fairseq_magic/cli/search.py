@@ -5,8 +5,8 @@ import os
 from ..errors import MagicError
 from ..ranges import ranged
 from .options import (
-    logger, SEED, progress_bar, output_folder, layer_list, add_progress_option, add_checkpoint_option,
-    add_scoring_options, load_supernet_for_scoring,
+    logger, SEED, add_checkpoint_option, add_progress_option, add_scoring_options, layer_list,
+    load_supernet_for_scoring, progress_bar, writable_folder,
 )
 
 
@@ -20,7 +20,7 @@ def cmd_search(args) -> None:
     from ..search.ensemble import Ensemble
     from ..search.rerank import rerank, training_options
 
-    output_folder(args.out)
+    writable_folder(args.out)
     rerank_args = training_options(args.rerank_args)  # checked before any scoring
     ensemble = Ensemble(args.checkpoint, lambda path: load_supernet_for_scoring(args, path))
     model, task, space = ensemble.model, ensemble.task, ensemble.space
@@ -61,8 +61,8 @@ def cmd_search(args) -> None:
     best = None
     if args.rerank:  # the top K trained briefly from their inherited weights: the pick is the best after that
         top = sorted(results, key=lambda c: results[c].value(args.metric), reverse=True)[:args.rerank]
-        reranked = rerank([ensemble.checkpoint_of(c) for c in top], top, [results[c].loss for c in top], args.data, args.out,
-                          args.rerank_updates, rerank_args, args.cpu, log=logger.info)
+        reranked = rerank([ensemble.checkpoint_of(c) for c in top], top, [results[c].loss for c in top], args.data,
+                          args.out, args.rerank_updates, rerank_args, args.cpu, log=logger.info)
         best = min(reranked, key=lambda r: r.trained_loss).child
     best = best or max(results, key=lambda c: results[c].value(args.metric))
     settings = {"checkpoint": os.path.abspath(ensemble.checkpoint_of(best)),  # where export finds its weights
@@ -83,7 +83,7 @@ def cmd_few_shot(args) -> None:
         check_one_shot, describe, measure_layers, splittable, sub_supernet_paths, write_sub_supernets,
     )
 
-    output_folder(args.out)
+    writable_folder(args.out)
     sub_supernet_paths(args.out, args.groups)  # checked before any work
     model, _, space, batches = load_supernet_for_scoring(args, args.checkpoint)
     check_one_shot(model.search_state.split, args.checkpoint)

@@ -73,7 +73,7 @@ class EncoderOptions(FairseqDataclass):
 @dataclass
 class MagicSupernetConfig(EncoderOptions):
     supernet_layers: int = field(
-        default=26, metadata={"range": "[1, inf)", "help": "number of super-net layers; each layer runs one operator"}
+        default=26, metadata={"range": "[1, 1024]", "help": "number of super-net layers; each layer runs one operator"}
     )
     candidate_ops: str = field(
         default="MHA12,FFN,CONV3,CONV5",

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import MagicError
-from ..space import Child, SearchSpace, parse_operator, save_child
+from ..space import Child, SearchSpace, parse_operator, save_child, write_whole
 from ..training.samplers import Allowed, uniform_child
 from .scoring import ChildScore
 
@@ -245,8 +245,7 @@ def write_results(results: Dict[Child, ChildScore], constraints: Constraints, me
     ]
     os.makedirs(out, exist_ok=True)
     record = {**settings, "scored": len(results), "space": space.to_dict(), "top": rows}
-    with open(os.path.join(out, "search.json"), "w") as f:
-        json.dump(record, f, indent=2, default=float)
+    write_whole(os.path.join(out, "search.json"), json.dumps(record, indent=2, default=float))
     best, best_file = best or ranked[0], os.path.join(out, "best.json")
     save_child(best_file, space, best, loss=results[best].loss, accuracy=results[best].accuracy,
                params=constraints.params(best), flops=constraints.flops(best))

@@ -372,8 +372,25 @@ def _copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
+_MARKUP = re.compile(r"([\\`*_\[\]()<>#!|~&{}])")  # what makes markdown or HTML of text (a backslash escapes each)
+
+
+def _text(value) -> str:
+    """Recorded text (paths, settings, labels: anyone's data) as markdown that renders as that text:
+    on one line, every mark of markup escaped, so no heading, link, HTML or emphasis comes of it."""
+    return _MARKUP.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def _code(value) -> str:
+    """Recorded text as an inline code span (shown verbatim; the fence outgrows any backticks inside)."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
 def write_card(source: ExportSource, out_dir: str, format: str, bpe: str = "sentencepiece") -> None:
-    """``README.md``: what the exported model is, its size, how it was found and how to load it."""
+    """``README.md``: what the exported model is, its size, how it was found and how to load it. What was
+    recorded elsewhere (paths, search settings, labels) is escaped: the card is data, not markup."""
     space, child, p = source.space, source.child, source.provenance
     rows = source.size()
     lines = [f"# {space.format(child)}", "",
@@ -389,41 +406,44 @@ def write_card(source: ExportSource, out_dir: str, format: str, bpe: str = "sent
     lines += [f"| total (the output matrix is the token table, counted once) | {sum(r[1] for r in rows):,} | "
               f"{sum(r[2] for r in rows):.3g} |", "", "## How it was found", ""]
     if p.get("supernet"):
-        lines.append(f"- super-net: `{p['supernet']}`, {p.get('supernet_updates')} updates, trained with "
-                     f"{p.get('method')} (seed {p.get('seed')}) on `{p.get('data')}`")
-        if p.get("training"):
-            lines.append("- training options: " + ", ".join(f"`--{k.replace('_', '-')} {v}`"
-                                                            for k, v in p["training"].items()))
-        search = p.get("search") or {}
+        lines.append(f"- super-net: {_code(p['supernet'])}, {_text(p.get('supernet_updates'))} updates, trained "
+                     f"with {_text(p.get('method'))} (seed {_text(p.get('seed'))}) on {_code(p.get('data'))}")
+        training = p.get("training")
+        if isinstance(training, dict) and training:
+            lines.append("- training options: " + ", ".join(_code(f"--{str(k).replace('_', '-')} {v}")
+                                                            for k, v in training.items()))
+        search = p.get("search") if isinstance(p.get("search"), dict) else {}
         if search:
-            limits = search.get("limits") or {}
-            shown = ", ".join(f"{k} {v:g}" for k, v in limits.items()
+            limits = search.get("limits") if isinstance(search.get("limits"), dict) else {}
+            shown = ", ".join(f"{_text(k)} {v:g}" for k, v in limits.items()
                               if isinstance(v, (int, float)) and v not in (0, float("inf")) and k != "seq_len")
-            lines.append(f"- search: {search.get('algorithm')} by {search.get('metric')}, {search.get('scored')} "
-                         f"children scored on {search.get('sentences')} sentences (seed {search.get('seed')}); "
-                         f"limits: {shown or 'none'}")
+            lines.append(f"- search: {_text(search.get('algorithm'))} by {_text(search.get('metric'))}, "
+                         f"{_text(search.get('scored'))} children scored on {_text(search.get('sentences'))} "
+                         f"sentences (seed {_text(search.get('seed'))}); limits: {shown or 'none'}")
     else:
         lines.append("- not recorded (the checkpoint was not exported from a super-net by this version)")
     if p.get("child_checkpoint"):
-        lines.append(f"- then trained as a child ({p.get('child_task')}, {p.get('child_updates')} updates, seed "
-                     f"{p.get('child_seed')}) on `{p.get('child_data')}`: `{p['child_checkpoint']}`")
+        lines.append(f"- then trained as a child ({_text(p.get('child_task'))}, {_text(p.get('child_updates'))} "
+                     f"updates, seed {_text(p.get('child_seed'))}) on {_code(p.get('child_data'))}: "
+                     f"{_code(p['child_checkpoint'])}")
     if source.heads:
         labels = _labels(source.label_dictionary)
         for head, classes in source.heads.items():
-            lines.append(f"- classification head `{head}`: {classes} classes"
-                         + (f", labels in index order: {', '.join(labels)}" if labels else ""))
+            lines.append(f"- classification head {_code(head)}: {classes} classes"
+                         + (f", labels in index order: {', '.join(_text(label) for label in labels)}"
+                            if labels else ""))
     lines += ["", "## Loading", "", "```python"]
     if format == "huggingface":
         auto = "AutoModelForSequenceClassification" if source.heads else "AutoModelForMaskedLM"
         lines += [f"from transformers import AutoTokenizer, {auto}",
-                  f"tokenizer = AutoTokenizer.from_pretrained('{out_dir}')",
-                  f"model = {auto}.from_pretrained('{out_dir}')"]
+                  f"tokenizer = AutoTokenizer.from_pretrained({out_dir!r})",
+                  f"model = {auto}.from_pretrained({out_dir!r})"]
     elif format == "roberta":
         lines += ["from fairseq.models.roberta import RobertaModel  # stock fairseq, no plugin",
-                  f"model = RobertaModel.from_pretrained('{out_dir}', 'model.pt', bpe='{bpe}')"]
+                  f"model = RobertaModel.from_pretrained({out_dir!r}, 'model.pt', bpe={bpe!r})"]
     else:
         lines += ["from fairseq_magic.models.child import MagicChildModel",
-                  f"model = MagicChildModel.from_pretrained('{out_dir}')"]
+                  f"model = MagicChildModel.from_pretrained({out_dir!r})"]
         if source.heads:
             lines.append("model.classify('A sentence to classify.')  # label and probabilities")
     lines += ["```", ""]
