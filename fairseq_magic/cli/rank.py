@@ -49,8 +49,8 @@ def cmd_rank_train(args) -> None:
     if "--disable-validation" in options["--train-args"]:
         raise MagicError("--train-args: the ground truth is each child's best validation loss, so it cannot "
                          "hold --disable-validation")
-    rank_correlation.read_children(args.dir)  # a folder 'rank sample' wrote, with plain names
     launch = jobs.launch_options(args)
+    rank_correlation.read_children(args.dir)  # a folder 'rank sample' wrote, with plain names
     with progress_bar(args, "trainings", "run") as bar:
         truth = ground_truth.train_children(
             args.dir, args.data, options["--train-args"], args.finetune_data, options["--finetune-args"],
