@@ -30,10 +30,7 @@ fairseq calls it. With the plugin loaded:
   with one warning when that is not ``checkpoint_last.pt``; ``.tmp`` files left
   by a run killed while saving are removed when the next run starts;
 * a checkpoint whose dictionary is not the data's is one line naming both
-  sizes and both files (torch would print a size-mismatch traceback);
-* one run per save directory: a training takes its ``--save-dir`` as it starts
-  (an operating-system lock on ``.fairseq-magic.lock``, with its pid), and a
-  second one started there while it lives is one line naming that pid.
+  sizes and both files (torch would print a size-mismatch traceback).
 
 What the plugin's models keep inside a checkpoint is ``models/state_format.py``.
 """
@@ -41,14 +38,13 @@ What the plugin's models keep inside a checkpoint is ``models/state_format.py``.
 import argparse
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import pickle
 import re
 import shutil
 import zipfile
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from fairseq import checkpoint_utils
@@ -364,36 +360,6 @@ def remove_plugin_note(state) -> None:
         if entry is not None and getattr(entry, "pop", None) is not None and PLUGIN_NOTE in entry:
             with open_dict(entry) if OmegaConf.is_config(entry) else contextlib.nullcontext():
                 entry.pop(PLUGIN_NOTE)
-
-
-LOCK_FILE = ".fairseq-magic.lock"  # in a --save-dir: the pid of the run that trains there
-_locks: Dict[str, object] = {}  # the save folders this process holds, their lock files open for its life
-
-
-def lock_save_dir(save_dir: str) -> None:
-    """Take ``save_dir`` for this run: while it lives, another run that would train there (and resume from,
-    then replace, this one's checkpoints) is one line naming this run's pid. The lock is the operating
-    system's (``flock``): it goes when the process ends, however it ends, so a killed run leaves nothing
-    to clean up."""
-    if not is_local(save_dir):
-        return
-    key = os.path.realpath(save_dir)
-    if key in _locks:
-        return
-    f = open(os.path.join(save_dir, LOCK_FILE), "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        pid = f.read().strip() or "unknown"
-        f.close()
-        raise MagicError(f"another training (pid {pid}) is running in {save_dir}: two runs in one --save-dir "
-                         "overwrite each other's checkpoints; wait for it or stop it, or give another --save-dir")
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    _locks[key] = f
 
 
 def atomic_save(obj, filename: str, async_write: bool = False) -> None:

@@ -14,9 +14,6 @@ the hub, every ``fairseq-magic`` command)              missing, unreadable, refu
 every training run)                                    line; a resume never goes backwards
                                                        (``checkpoint.restore``)
 ``checkpoint_utils.load_model_ensemble_and_task``      a dictionary mismatch names the checkpoint
-``checkpoint_utils.verify_checkpoint_directory``      the run takes its --save-dir: a second run there
-(the start of ``fairseq-train``, on the master)        while it lives is one line with its pid
-                                                       (``checkpoint.lock_save_dir``)
 ``checkpoint_utils.torch_persistent_save``             writes ``<name>.tmp`` and renames it
                                                        (``checkpoint.atomic_save``)
 ``checkpoint_utils.PathManager.copy``                  the same for checkpoint_last.pt / _best.pt
@@ -95,8 +92,6 @@ def install() -> None:
     checkpoint_utils.load_checkpoint = _patched(checkpoint_utils.load_checkpoint, _checked_restore)
     checkpoint_utils.load_model_ensemble_and_task = _patched(checkpoint_utils.load_model_ensemble_and_task,
                                                              _naming_the_checkpoint)
-    checkpoint_utils.verify_checkpoint_directory = _patched(checkpoint_utils.verify_checkpoint_directory,
-                                                            _locked_save_dir)
     checkpoint_utils.torch_persistent_save = checkpoint.atomic_save
     checkpoint_utils.PathManager = _AtomicCopyPathManager
     distributed_utils._broadcast_object_slow = _patched(distributed_utils._broadcast_object_slow, _full_unpickling)
@@ -135,11 +130,6 @@ def _safe_load(original, path, arg_overrides=None, load_on_all_ranks=False):
             return original(path, arg_overrides, load_on_all_ranks)
 
     return checkpoint.read_checkpoint(path, load)
-
-
-def _locked_save_dir(original, save_dir: str) -> None:
-    original(save_dir)
-    checkpoint.lock_save_dir(save_dir)
 
 
 def _checked_restore(original, cfg, trainer, **passthrough_args):

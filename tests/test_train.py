@@ -2,16 +2,13 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections import defaultdict
 
 import pytest
 import torch
 
-from conftest import (COMMON, PLUGIN, ROOT, TINY, fairseq_train, hydra_train, launch_ranks, load_state, read_child_log, run,
+from conftest import (PLUGIN, ROOT, fairseq_train, hydra_train, launch_ranks, load_state, read_child_log, run,
                       train_log)
 from fairseq_magic.space import SearchSpace
 
@@ -173,24 +170,3 @@ def test_bf16_on_the_command_line_is_bf16_not_tpu(data_bin):
     distributed_utils.call_main(convert_namespace_to_omegaconf(args), seen.append)
     assert seen[0].common.bf16 and not seen[0].common.tpu and not seen[0].distributed_training.tpu
 
-
-def test_a_second_run_in_a_save_dir_in_use_is_refused_and_the_first_goes_on(data_bin, tmp_path):
-    first = subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", data_bin, *COMMON, *TINY, "--save-dir",
-                              str(tmp_path), "--max-update", "20"],
-                             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lock = tmp_path / ".fairseq-magic.lock"
-    deadline = time.time() + 120
-    while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    first.send_signal(signal.SIGSTOP)  # held mid-run, its save folder taken
-    try:
-        second = fairseq_train(data_bin, str(tmp_path), "--max-update", "20", check=False)
-    finally:
-        first.send_signal(signal.SIGCONT)
-    assert second.returncode != 0 and second.stderr.strip().splitlines()[-1] == (
-        f"fairseq-magic: error: another training (pid {first.pid}) is running in {tmp_path}: two runs in one "
-        "--save-dir overwrite each other's checkpoints; wait for it or stop it, or give another --save-dir")
-    out, _ = first.communicate(timeout=600)
-    assert first.returncode == 0, out[-2000:]
-    assert load_state(str(tmp_path / "checkpoint_last.pt"))["optimizer_history"][-1]["num_updates"] == 20
-    fairseq_train(data_bin, str(tmp_path), "--max-update", "21")  # the lock went with its run

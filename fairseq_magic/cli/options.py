@@ -33,13 +33,16 @@ def output_folder(path: str, option: str = "--out") -> str:
 
 
 def writable_folder(path: str, option: str = "--out") -> str:
-    """``output_folder``, made and tried with a file before the work whose results go there."""
+    """``output_folder``, checked writable (a file tried in it, or in the nearest folder above it that exists)
+    before the work whose results go there."""
     import tempfile
 
     output_folder(path, option)
+    existing = os.path.abspath(path)
+    while not os.path.isdir(existing):  # the folder itself is made by the command, once it has its results
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as err:
         raise MagicError(f"{option} {path}: cannot write there ({err.strerror or err})") from None

@@ -65,6 +65,12 @@ class Ensemble:
                 raise MagicError(f"the ensemble's super-nets search different spaces: {path} is not "
                                  f"{self.space.describe()} as {self.checkpoints[0]} is")
         self.splits = [model.search_state.split for model, _, _, _ in self.loaded]
+        for path, split in zip(self.checkpoints, self.splits):
+            if split is not None and not (
+                    isinstance(split, dict) and isinstance(split.get("layer"), int)
+                    and 0 <= split["layer"] < self.space.num_layers and isinstance(split.get("group"), list)
+                    and all(isinstance(c, int) for c in split["group"])):
+                raise MagicError(f"{path} records a malformed few-shot split: {str(split)[:80]}")
         self._check_splits()
 
     def _check_splits(self) -> None:

@@ -372,7 +372,9 @@ def _copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-_MARKUP = re.compile(r"([\\`*_\[\]()<>#!|~&{}])")  # what makes markdown or HTML of text (a backslash escapes each)
+# what makes markdown or HTML of text (a backslash escapes each); '_' is left as it is: identifiers are full of
+# it, and the most it can do is emphasis
+_MARKUP = re.compile(r"([\\`*\[\]()<>#!|~&{}])")
 
 
 def _text(value) -> str:
@@ -385,7 +387,8 @@ def _code(value) -> str:
     """Recorded text as an inline code span (shown verbatim; the fence outgrows any backticks inside)."""
     text = " ".join(str(value).split())
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def write_card(source: ExportSource, out_dir: str, format: str, bpe: str = "sentencepiece") -> None:
