@@ -50,7 +50,6 @@ def cmd_rank_train(args) -> None:
         raise MagicError("--train-args: the ground truth is each child's best validation loss, so it cannot "
                          "hold --disable-validation")
     launch = jobs.launch_options(args)
-    rank_correlation.read_children(args.dir)  # a folder 'rank sample' wrote, with plain names
     with progress_bar(args, "trainings", "run") as bar:
         truth = ground_truth.train_children(
             args.dir, args.data, options["--train-args"], args.finetune_data, options["--finetune-args"],
